@@ -1,0 +1,37 @@
+# npas: make install | make test | make demo | make bench
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch; override e.g. TORCH="torch==2.13.0 --index-url ..." for CUDA.
+TORCH ?= torch==2.13.0
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: install test test-fast lint demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[test]"
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
+demo: install
+	$(VENV)/bin/npas demo
+
+bench: install
+	$(PY) benchmarks/bench_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

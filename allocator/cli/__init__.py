@@ -1,0 +1,55 @@
+"""The ``npas`` command line.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; the module
+sets ``func`` on its parser. Errors a user can cause (:class:`allocator.NPASError`) are
+printed as one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from allocator._errors import NPASError
+
+# Sub-command modules, in the order `npas --help` lists them.
+_COMMANDS: tuple[str, ...] = ()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 2 with one line (argparse prints usage + line)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"npas: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="npas", description="Neural Parameter Allocation Search.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except NPASError as exc:
+        print(f"npas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("npas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
