@@ -1,0 +1,123 @@
+"""Inference and persistence: materialise an SSN, save and load it.
+
+Saved files are plain ``torch.save`` dictionaries of tensors and JSON-like data, so they
+load with ``torch.load(weights_only=True)``; nothing is unpickled but tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import IO, Any, cast
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from allocator._errors import CheckpointError
+from allocator._plan import Plan
+from allocator._ssn import SSN, _refresh_rnn_weights, _release_rnn_weights, _split
+
+__all__ = ["load", "materialize", "save"]
+
+FORMAT = "npas-ssn"
+VERSION = 1
+
+
+@torch.no_grad()
+def materialize(ssn: SSN) -> nn.Module:
+    """Compute every generated weight once and return a plain module of the model's own
+    class, whose ``state_dict`` loads into a freshly built model.
+
+    Example:
+        >>> import torch, allocator
+        >>> ssn = allocator.shapeshift(torch.nn.Sequential(torch.nn.Linear(8, 8),
+        ...                            torch.nn.Linear(8, 8)), budget=0.5)
+        >>> plain = allocator.materialize(ssn)
+        >>> type(plain).__name__, allocator.count_parameters(plain)
+        ('Sequential', 144)
+    """
+    if not isinstance(ssn, SSN):
+        raise TypeError(f"materialize() takes an SSN, got {type(ssn).__name__}")
+    with parametrize.cached():
+        weights = [_weight(ssn.model, s.name).detach().clone() for s in ssn.plan.slots]
+    params: dict[str, nn.Parameter] = {}
+    for slot, weight in zip(ssn.plan.slots, weights, strict=True):
+        param = nn.Parameter(weight)
+        params.update(dict.fromkeys(slot.owners, param))  # tied owners share one
+    plain = copy.deepcopy(ssn.model)
+    for module_name, module in list(plain.named_modules()):
+        if parametrize.is_parametrized(module):
+            _unparametrize(module, module_name, params)
+    return plain
+
+
+def _unparametrize(module: nn.Module, module_name: str, params: dict[str, nn.Parameter]) -> None:
+    """Give a module of a deep-copied SSN its own class back, with plain weights.
+
+    ``parametrize.remove_parametrizations`` would delete the properties from the injected
+    class, which the copy shares with the live SSN, so the copy is restored by hand.
+    """
+    names = list(module.parametrizations.keys())  # type: ignore[union-attr, operator]
+    del module._modules["parametrizations"]
+    module.__class__ = module.__class__.__bases__[0]
+    for name in names:
+        module.register_parameter(name, params[f"{module_name}.{name}" if module_name else name])
+    if isinstance(module, nn.RNNBase):
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            for key, hook in list(hooks.items()):
+                if hook in (_refresh_rnn_weights, _release_rnn_weights):
+                    del hooks[key]
+        module.__dict__.pop("_npas_hooked", None)
+        module._init_flat_weights()
+
+
+def _weight(model: nn.Module, qualified: str) -> torch.Tensor:
+    module_name, name = _split(qualified)
+    return cast(torch.Tensor, getattr(model.get_submodule(module_name), name))
+
+
+def save(ssn: SSN, f: str | os.PathLike[str] | IO[bytes]) -> None:
+    """Save an SSN's parameters and allocation (mapping, generators, budget).
+
+    Load it back with :func:`load` and a freshly built model of the same class.
+    """
+    torch.save({"format": FORMAT, "version": VERSION, "state_dict": ssn.state_dict()}, f)
+
+
+def load(f: str | os.PathLike[str] | IO[bytes], model: nn.Module, *,
+         map_location: Any = None) -> SSN:
+    """Rebuild a saved SSN on ``model``, a fresh instance of the saved model's class
+    (used in place: its dense weights are replaced).
+
+    The file is read with ``torch.load(weights_only=True)``. A corrupt, truncated or
+    foreign file raises :class:`allocator.CheckpointError`.
+    """
+    try:
+        data = torch.load(f, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {f!s} does not exist") from None
+    except Exception as exc:  # torch raises many types for a bad file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {f!s}: {first}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{f!s} is not an npas SSN checkpoint (saved by allocator.save)")
+    if data.get("version") != VERSION:
+        raise CheckpointError(
+            f"{f!s} has SSN checkpoint version {data.get('version')!r}; this npas reads {VERSION}"
+        )
+    state = data.get("state_dict")
+    try:
+        plan = Plan.from_dict(state["_extra_state"]["npas_plan"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{f!s} carries no npas allocation") from None
+    try:
+        ssn = SSN(model, plan, init=False)
+    except (AttributeError, KeyError) as exc:
+        raise CheckpointError(f"{f!s} does not fit this model: {exc}") from None
+    try:
+        ssn.load_state_dict(state)  # type: ignore[arg-type]
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        raise CheckpointError(f"{f!s} does not fit this model: {' '.join(lines[:2])}") from None
+    return ssn

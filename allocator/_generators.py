@@ -1,0 +1,141 @@
+"""Weight generators: how a layer computes its weight from its parameter group.
+
+:class:`ParameterGroup` owns a group's shared parameters ``theta`` (and the ``emb``
+projection shared by its layers). :class:`GeneratedWeight` is the parametrization put on
+a layer's weight (``torch.nn.utils.parametrize``): it reads windows of ``theta``, mixes
+them (``slice``, ``wavg``, ``emb``, ``avg``) and, where the layer is larger than the
+group, expands the result (``repeat``, ``inter``, ``mask``). The output depends only on
+parameters, never on the input, so it can be computed once for inference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from allocator._budget import EMB_DIM, MASK_WINDOW
+from allocator._plan import GroupPlan, SlotPlan
+
+__all__ = ["GeneratedWeight", "ParameterGroup", "inter_grid"]
+
+
+def _tile(x: Tensor, length: int) -> Tensor:
+    """``x`` repeated end to end and cut to ``length`` values."""
+    if length <= x.numel():
+        return x[:length]
+    return x.repeat(-(-length // x.numel()))[:length]
+
+
+def inter_grid(m: int, rows: int, cols: int) -> tuple[int, int]:
+    """The small matrix ``inter`` interpolates from: ``r x c >= m`` with the layer's
+    aspect ratio, so that every one of the ``m`` values is read.
+
+    >>> inter_grid(100, 40, 40)
+    (10, 10)
+    """
+    scale = math.sqrt(m / (rows * cols))
+    r = min(rows, max(1, round(rows * scale)))
+    c = -(-m // r)
+    if c > cols:
+        c = cols
+        r = -(-m // cols)
+    return r, c
+
+
+class ParameterGroup(nn.Module):
+    """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``."""
+
+    def __init__(self, plan: GroupPlan, *, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(plan.size, dtype=dtype, device=device))
+        self.emb_proj: nn.Parameter | None = None
+        self.emb_bias: nn.Parameter | None = None
+        if plan.emb_templates:
+            k = plan.emb_templates
+            self.emb_proj = nn.Parameter(torch.zeros(k, EMB_DIM, dtype=dtype, device=device))
+            self.emb_bias = nn.Parameter(torch.zeros(k, dtype=dtype, device=device))
+
+    def windows(self, offset: int, count: int, window: int) -> Tensor:
+        """``count`` consecutive windows of ``window`` values from ``offset``, wrapping
+        around the end of ``theta``; a view (no copy) when they do not wrap."""
+        span = count * window
+        theta = self.theta
+        if offset + span <= theta.numel():
+            return theta[offset : offset + span].view(count, window)
+        return _tile(theta, offset + span)[offset:].view(count, window)
+
+    def extra_repr(self) -> str:
+        return f"size={self.theta.numel()}"
+
+
+class GeneratedWeight(nn.Module):
+    """Parametrization computing one layer's weight from its group.
+
+    The group is referenced, not owned, so that it appears once in the SSN's parameters
+    however many layers read it; the layer owns only what it learns itself
+    (``coef`` for ``wavg``, ``embedding`` for ``emb``, ``mask`` for ``mask``).
+    """
+
+    def __init__(self, slot: SlotPlan, group: ParameterGroup) -> None:
+        super().__init__()
+        self.__dict__["_group"] = group  # not a submodule: the SSN owns the groups
+        self.shape = slot.shape
+        self.numel = slot.numel
+        self.offset = slot.offset
+        self.combine = slot.gen.combine
+        self.templates = slot.gen.templates
+        self.window = slot.gen.window
+        self.expand = slot.gen.expand
+        dtype, device = group.theta.dtype, group.theta.device
+        if self.combine == "wavg":
+            self.coef = nn.Parameter(torch.zeros(self.templates, dtype=dtype, device=device))
+        elif self.combine == "emb":
+            self.embedding = nn.Parameter(torch.zeros(EMB_DIM, dtype=dtype, device=device))
+        if self.expand == "mask":
+            count = -(-(self.numel - self.window) // MASK_WINDOW)
+            self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
+        if self.expand == "inter":
+            rows = self.shape[0]
+            self.grid = inter_grid(self.window, rows, self.numel // rows)
+
+    @property
+    def group(self) -> ParameterGroup:
+        return self.__dict__["_group"]
+
+    def forward(self, _original: Tensor) -> Tensor:
+        group = self.group
+        t = group.windows(self.offset, self.templates, self.window)
+        if self.combine == "slice":
+            w = t[0]
+        elif self.combine == "wavg":
+            w = self.coef @ t
+        elif self.combine == "emb":
+            assert group.emb_proj is not None and group.emb_bias is not None
+            k = self.templates
+            alpha = group.emb_proj[:k] @ self.embedding + group.emb_bias[:k]
+            w = alpha @ t
+        else:  # avg
+            w = t.mean(0)
+        if self.expand is None:
+            return w.view(self.shape)
+        if self.expand == "repeat":
+            return _tile(w, self.numel).view(self.shape)
+        if self.expand == "mask":
+            scale = self.mask.repeat_interleave(MASK_WINDOW)[: self.numel - self.window]
+            tail = _tile(w, self.numel)[self.window :] * scale
+            return torch.cat((w, tail)).view(self.shape)
+        r, c = self.grid
+        rows = self.shape[0]
+        small = _tile(w, r * c).view(1, 1, r, c)
+        big = F.interpolate(small, size=(rows, self.numel // rows), mode="bilinear",
+                            align_corners=True)
+        return big.view(self.shape)
+
+    def extra_repr(self) -> str:
+        gen = self.expand if self.combine == "slice" and self.expand else self.combine
+        if self.expand and self.combine != "slice":
+            gen = f"{self.combine}+{self.expand}"
+        return f"{gen}, templates={self.templates}, shape={tuple(self.shape)}"

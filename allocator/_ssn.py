@@ -1,0 +1,313 @@
+"""Shapeshifter Networks: the user's model with generated weights.
+
+:func:`shapeshift` finds the shareable weights, maps them to groups, splits the budget
+and puts a :class:`~allocator._generators.GeneratedWeight` parametrization on every
+shared weight. The user's modules keep their classes, names and ``forward``; the
+returned :class:`SSN` holds the model and the parameter groups.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from allocator._budget import DOWNSAMPLE, UPSAMPLE, resolve_budget
+from allocator._errors import CheckpointError, ConfigError
+from allocator._generators import GeneratedWeight, ParameterGroup
+from allocator._layers import SHAREABLE_KINDS, find_slots, trainable_count
+from allocator._mapping import MAPPINGS, assign_groups
+from allocator._plan import Allocation, Plan, make_plan
+
+__all__ = ["SSN", "shapeshift"]
+
+log = logging.getLogger("allocator")
+
+Pretrain = Callable[[nn.Module], Any] | Iterable[Any]
+
+
+def _refresh_rnn_weights(module: nn.Module, _args: Any) -> None:
+    """nn.RNN/LSTM/GRU read their weights from a cached list: fill it with the generated
+    weights for this call."""
+    module._flat_weights = [  # type: ignore[assignment]
+        getattr(module, n) if hasattr(module, n) else None
+        for n in module._flat_weights_names  # type: ignore[union-attr]
+    ]
+
+
+def _release_rnn_weights(module: nn.Module, _args: Any, _out: Any) -> None:
+    """After the call, drop the generated weights (and the graph they hold) from the cache."""
+    plists = module.parametrizations  # type: ignore[union-attr]
+    module._flat_weights = [  # type: ignore[assignment]
+        plists[n].original if n in plists else getattr(module, n, None)
+        for n in module._flat_weights_names  # type: ignore[union-attr]
+    ]
+
+
+def _split(qualified: str) -> tuple[str, str]:
+    module, _, name = qualified.rpartition(".")
+    return module, name
+
+
+class SSN(nn.Module):
+    """A Shapeshifter Network: the user's ``model`` whose shared weights are generated
+    from ``groups``. Call it exactly like the model.
+
+    Build one with :func:`allocator.shapeshift`; ``allocation()`` tells what went where.
+    """
+
+    def __init__(self, model: nn.Module, plan: Plan, *, seed: int = 0, init: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self._plan = plan
+        first = model.get_submodule(_split(plan.slots[0].name)[0])
+        ref = getattr(first, _split(plan.slots[0].name)[1])
+        self.groups = nn.ModuleList(
+            ParameterGroup(g, dtype=ref.dtype, device=ref.device) for g in plan.groups
+        )
+        originals = self._attach()
+        for module in model.modules():
+            if getattr(module, "_npas_hooked", False):
+                _release_rnn_weights(module, (), None)
+        if init:
+            _initialise(self, originals, seed)
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    def allocation(self) -> Allocation:
+        """The allocation table: one row per generated weight, and the totals."""
+        return Allocation(self._plan)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # Each generated weight is computed once per call, however often it is read.
+        with parametrize.cached():
+            return self.model(*args, **kwargs)
+
+    def generators(self) -> list[tuple[str, GeneratedWeight]]:
+        """(weight name, generator) of every generated weight, in plan order."""
+        out = []
+        for slot in self._plan.slots:
+            module, name = _split(slot.name)
+            plist = self.model.get_submodule(module).parametrizations[name]  # type: ignore[index]
+            out.append((slot.name, cast(GeneratedWeight, plist[0])))
+        return out
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"npas_plan": self._plan.to_dict()}
+
+    def set_extra_state(self, state: Any) -> None:
+        try:
+            plan = Plan.from_dict(state["npas_plan"])
+        except (KeyError, TypeError):
+            raise CheckpointError("state_dict carries no npas allocation") from None
+        if plan != self._plan:
+            raise CheckpointError(
+                "state_dict was saved from an SSN with another allocation; build the SSN "
+                "with allocator.load() or with the same shapeshift() arguments"
+            )
+
+    def _attach(self) -> dict[int, Tensor]:
+        """Replace every shared weight by its generator; return the dense originals."""
+        originals: dict[int, Tensor] = {}
+        for index, slot in enumerate(self._plan.slots):
+            gen = GeneratedWeight(slot, self.groups[slot.group])  # type: ignore[arg-type]
+            for owner in slot.owners:
+                module_name, name = _split(owner)
+                module = self.model.get_submodule(module_name)
+                dense = module._parameters.pop(name)
+                if dense is None or tuple(dense.shape) != slot.shape:
+                    raise CheckpointError(
+                        f"model does not match the allocation: {owner} is "
+                        f"{None if dense is None else tuple(dense.shape)}, expected {slot.shape}"
+                    )
+                originals.setdefault(index, dense.detach())
+                # The dense weight is dropped: an empty buffer stands in as the
+                # parametrization's `original`, and it is not saved.
+                module.register_buffer(name, dense.new_empty(0), persistent=False)
+                parametrize.register_parametrization(module, name, gen, unsafe=True)
+                plist = cast(nn.Module, module.parametrizations[name])  # type: ignore[index]
+                plist.register_buffer("original", plist.get_buffer("original"), persistent=False)
+                if isinstance(module, nn.RNNBase) and not getattr(module, "_npas_hooked", False):
+                    module.register_forward_pre_hook(_refresh_rnn_weights)
+                    module.register_forward_hook(_release_rnn_weights)
+                    module._npas_hooked = True
+        return originals
+
+
+@torch.no_grad()
+def _initialise(ssn: SSN, originals: dict[int, Tensor], seed: int) -> None:
+    """Templates start from the layers' own initial weights; coefficients orthogonal.
+
+    Each layer writes its weight into its first window and random permutations of it
+    into its further windows (the same values, so the layer's own initialiser and
+    scale); upsampling layers write first, so windows of downsampling layers win where
+    they overlap. Coefficients of a group's layers are rows of one orthogonal matrix.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    plan = ssn.plan
+    order = sorted(range(len(plan.slots)), key=lambda i: plan.slots[i].gen.expand is None)
+    for i in order:
+        slot = plan.slots[i]
+        theta = cast(ParameterGroup, ssn.groups[slot.group]).theta
+        flat = originals[i].reshape(-1).to(theta.dtype)
+        m = theta.numel()
+        pos = slot.offset
+        for k in range(slot.gen.templates):
+            vals = flat if k == 0 else flat[torch.randperm(flat.numel(), generator=gen).to(flat.device)]
+            vals = vals[: slot.gen.window]
+            start = 0
+            while start < vals.numel():  # chunks of at most m: no index written twice
+                step = min(m - pos, vals.numel() - start)
+                theta[pos : pos + step] = vals[start : start + step]
+                start += step
+                pos = (pos + step) % m
+    members: dict[int, list[GeneratedWeight]] = {}
+    for slot, (_, g) in zip(plan.slots, ssn.generators(), strict=True):
+        members.setdefault(slot.group, []).append(g)
+    for group_gens in members.values():
+        _init_coefficients(group_gens, gen)
+
+
+def _orthogonal_rows(rows: int, cols: int, gen: torch.Generator) -> Tensor:
+    """``rows`` unit vectors of length ``cols``, as orthogonal to each other as fits."""
+    m = torch.empty(rows, cols)
+    nn.init.orthogonal_(m, generator=gen)
+    return m / m.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _init_coefficients(gens: list[GeneratedWeight], gen: torch.Generator) -> None:
+    wavg = [g for g in gens if g.combine == "wavg"]
+    if wavg:
+        k = max(g.templates for g in wavg)
+        rows = _orthogonal_rows(len(wavg), k, gen)
+        for g, row in zip(wavg, rows, strict=True):
+            r = row[: g.templates]
+            g.coef.copy_(r / r.norm().clamp_min(1e-12))
+    emb = [g for g in gens if g.combine == "emb"]
+    if emb:
+        group = emb[0].group
+        assert group.emb_proj is not None
+        k = group.emb_proj.shape[0]
+        group.emb_proj.copy_(_orthogonal_rows(k, group.emb_proj.shape[1], gen)
+                             * (group.emb_proj.shape[1] / k) ** 0.5)
+        for g, row in zip(emb, _orthogonal_rows(len(emb), group.emb_proj.shape[1], gen),
+                          strict=True):
+            g.embedding.copy_(row)
+    for g in gens:
+        if g.expand == "mask":  # random signs: copies differ from the start
+            signs = torch.randint(0, 2, g.mask.shape, generator=gen).to(g.mask) * 2 - 1
+            g.mask.copy_(signs)
+
+
+def _check_options(templates: object, downsample: str, upsample: str, mapping: str) -> None:
+    if downsample not in DOWNSAMPLE:
+        raise ConfigError(
+            f"unknown downsample generator {downsample!r}; choose one of: {', '.join(DOWNSAMPLE)}"
+        )
+    if upsample not in UPSAMPLE:
+        raise ConfigError(
+            f"unknown upsample generator {upsample!r}; choose one of: {', '.join(UPSAMPLE)}"
+        )
+    if mapping not in MAPPINGS:
+        raise ConfigError(f"unknown mapping {mapping!r}; choose one of: {', '.join(MAPPINGS)}")
+    if isinstance(templates, bool) or not isinstance(templates, int) or templates < 1:
+        raise ConfigError(f"templates must be an int >= 1, got {templates!r}")
+
+
+def shapeshift(
+    model: nn.Module,
+    budget: int | float,
+    *,
+    groups: int | None = None,
+    templates: int = 4,
+    downsample: str = "emb",
+    upsample: str = "inter",
+    mapping: str = "single",
+    manual_map: Mapping[str, object] | None = None,
+    pretrain: Pretrain | None = None,
+    seed: int = 0,
+    inplace: bool = False,
+) -> SSN:
+    """Turn ``model`` into a Shapeshifter Network with at most ``budget`` trainable
+    parameters.
+
+    Args:
+        model: any ``torch.nn.Module``; it is copied unless ``inplace=True``.
+        budget: an ``int`` parameter count, or a ``float`` fraction of the model's own
+            trainable parameters (``0.1`` compact, ``4.0`` extra training capacity).
+        groups: number of parameter groups ``P``. Default: 1, or derived by the
+            ``type`` and ``manual`` mappings (which refuse an explicit value).
+        templates: the most templates ``K_max`` a layer mixes when it is smaller than
+            its group (default 4, the paper's).
+        downsample: ``emb`` (default), ``wavg``, ``avg`` or ``slice``: how a layer
+            smaller than its group combines templates.
+        upsample: ``inter`` (default), ``repeat`` or ``mask``: how a layer larger than
+            its group expands it.
+        mapping: ``single`` (default), ``type``, ``roundrobin``, ``random``,
+            ``manual`` (with ``manual_map``) or ``learned`` (with ``pretrain``).
+        manual_map: layer (or weight) name -> group label, for ``mapping="manual"``.
+        pretrain: for ``mapping="learned"``: a callable that trains the network it is
+            given for a short schedule, or an iterable of ``(inputs, targets)`` batches
+            for one epoch of cross-entropy training with Adam.
+        seed: seeds the random mapping, initial templates and coefficients.
+        inplace: modify ``model`` itself instead of a copy (saves memory).
+
+    Example:
+        >>> import torch, allocator
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(64, 64), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(64, 10))
+        >>> ssn = allocator.shapeshift(model, budget=0.25)
+        >>> ssn(torch.randn(8, 64)).shape
+        torch.Size([8, 10])
+        >>> allocator.count_parameters(ssn) <= 0.25 * allocator.count_parameters(model)
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_options(templates, downsample, upsample, mapping)
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        raise ConfigError(
+            "model already has parametrized weights (is it an SSN?); pass the plain model"
+        )
+    slots, unshared = find_slots(model)
+    if not slots:
+        raise ConfigError(
+            f"model {type(model).__name__} has no shareable layer; shareable are: {SHAREABLE_KINDS}"
+        )
+    base = trainable_count(model)
+    count = resolve_budget(budget, base)
+    if mapping == "learned":
+        from allocator._learned import learn_mapping
+
+        assignment = learn_mapping(model, slots, unshared, base, count, groups, pretrain, seed)
+    else:
+        assignment = assign_groups(mapping, slots, groups, seed=seed, manual_map=manual_map)
+    options = {
+        "budget": budget,
+        "groups": groups,
+        "templates": templates,
+        "downsample": downsample,
+        "upsample": upsample,
+        "mapping": mapping,
+        "seed": seed,
+    }
+    plan = make_plan(slots, unshared, base, count, assignment, downsample=downsample,
+                     upsample=upsample, templates=templates, options=options)
+    if plan.trainable < count:
+        unused = count - plan.trainable
+        if unused > 0.005 * count:
+            log.warning(
+                "budget %s: %s parameters (%.1f %%) left unused; the configuration can use "
+                "at most %s (more templates or more groups use more)",
+                f"{count:,}", f"{unused:,}", 100 * unused / count, f"{plan.trainable:,}",
+            )
+    target = model if inplace else copy.deepcopy(model)
+    return SSN(target, plan, seed=seed)
