@@ -193,3 +193,15 @@ def test_ssn_trains_a_real_task_and_loss_falls() -> None:
     accuracy = (ssn(x).argmax(1) == y).float().mean().item()
     assert loss.item() < 0.3 * first
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize(("rows", "cols", "m"), [(40, 30, 100), (1, 50, 7), (64, 9, 60), (5, 5, 1)])
+def test_inter_is_bilinear_interpolation(rows, cols, m) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(cols, rows, bias=False))
+    ssn = allocator.shapeshift(model, m, upsample="inter")
+    theta = ssn.groups[0].theta
+    r, c = allocator._generators.inter_grid(m, rows, cols)
+    src = theta.repeat(-(-r * c // m))[: r * c].view(1, 1, r, c)
+    want = nn.functional.interpolate(src, size=(rows, cols), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(ssn.model[0].weight, want.view(rows, cols))
