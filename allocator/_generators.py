@@ -89,6 +89,14 @@ class GeneratedWeight(nn.Module):
     (``coef`` for ``wavg``, ``embedding`` for ``emb``, ``mask`` for ``mask``).
     """
 
+    # interpolation indices and weights of `inter`, buffers (not saved)
+    lo0: Tensor
+    hi0: Tensor
+    frac0: Tensor
+    lo1: Tensor
+    hi1: Tensor
+    frac1: Tensor
+
     def __init__(self, slot: SlotPlan, group: ParameterGroup) -> None:
         super().__init__()
         self.__dict__["_group"] = group  # not a submodule: the SSN owns the groups

@@ -42,9 +42,9 @@ def _refresh_rnn_weights(module: nn.Module, _args: Any) -> None:
 
 def _release_rnn_weights(module: nn.Module, _args: Any, _out: Any) -> None:
     """After the call, drop the generated weights (and the graph they hold) from the cache."""
-    plists = module.parametrizations  # type: ignore[union-attr]
+    plists = cast(nn.ModuleDict, module.parametrizations)
     module._flat_weights = [  # type: ignore[assignment]
-        plists[n].original if n in plists else getattr(module, n, None)
+        plists[n].get_buffer("original") if n in plists else getattr(module, n, None)
         for n in module._flat_weights_names  # type: ignore[union-attr]
     ]
 
