@@ -87,8 +87,15 @@ class GeneratedWeight(nn.Module):
     The group is referenced, not owned, so that it appears once in the SSN's parameters
     however many layers read it; the layer owns only what it learns itself
     (``coef`` for ``wavg``, ``embedding`` for ``emb``, ``mask`` for ``mask``).
+
+    Mixing coefficients are stored multiplied by a constant ``scale`` (and divided by it
+    in the forward): the weight is unchanged, but a gradient step on the coefficients
+    moves the weight about as far as the same step would move a plain weight. Without it
+    the coefficients' gradients, sums over the whole layer, make SGD at the plain
+    model's learning rate diverge (``docs/ssn.md``).
     """
 
+    scale: Tensor
     # interpolation indices and weights of `inter`, buffers (not saved)
     lo0: Tensor
     hi0: Tensor
@@ -112,6 +119,9 @@ class GeneratedWeight(nn.Module):
             self.coef = nn.Parameter(torch.zeros(self.templates, dtype=dtype, device=device))
         elif self.combine == "emb":
             self.embedding = nn.Parameter(torch.zeros(EMB_DIM, dtype=dtype, device=device))
+        if self.combine in ("wavg", "emb"):
+            # Learning-rate equaliser, set at initialisation and saved with the state.
+            self.register_buffer("scale", torch.ones((), dtype=dtype, device=device))
         if self.expand == "mask":
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
@@ -136,12 +146,12 @@ class GeneratedWeight(nn.Module):
         if self.combine == "slice":
             w = t[0]
         elif self.combine == "wavg":
-            w = self.coef @ t
+            w = (self.coef @ t) / self.scale
         elif self.combine == "emb":
             assert group.emb_proj is not None and group.emb_bias is not None
             k = self.templates
             alpha = group.emb_proj[:k] @ self.embedding + group.emb_bias[:k]
-            w = alpha @ t
+            w = (alpha @ t) / self.scale
         else:  # avg
             w = t.mean(0)
         if self.expand is None:

@@ -183,23 +183,41 @@ def _orthogonal_rows(rows: int, cols: int, gen: torch.Generator) -> Tensor:
 
 
 def _init_coefficients(gens: list[GeneratedWeight], gen: torch.Generator) -> None:
+    """Unit-norm mixing vectors, rows of one orthogonal matrix across the group, stored
+    so that one SGD step moves a generated weight about as far as a plain weight.
+
+    With ``s`` the norm of a layer's first template (expanded to the layer's size), a
+    step ``d`` on coefficients ``alpha`` moves the weight ``alpha . T`` by about
+    ``s**2 * d``. So ``wavg`` stores ``s * alpha`` and divides by ``s``. ``emb`` divides
+    ``A phi + b`` by ``a * s`` with ``a**2`` the sum of ``s**2`` over the group's ``emb``
+    layers, and stores ``A = a * Q`` (orthonormal rows) and ``phi = s * Q^T alpha``: the
+    steps through ``phi`` and through the shared ``A`` (whose gradient sums all layers)
+    then both move weights like a plain step.
+    """
+    for g in gens:
+        if g.combine in ("wavg", "emb"):
+            norm = g.group.windows(g.offset, 1, g.window).norm().item()
+            norm *= (g.numel / g.window) ** 0.5  # `emb+inter` (learned mapping) expands T
+            g.scale.fill_(norm if norm > 0 else 1.0)
     wavg = [g for g in gens if g.combine == "wavg"]
     if wavg:
-        k = max(g.templates for g in wavg)
-        rows = _orthogonal_rows(len(wavg), k, gen)
+        rows = _orthogonal_rows(len(wavg), max(g.templates for g in wavg), gen)
         for g, row in zip(wavg, rows, strict=True):
             r = row[: g.templates]
-            g.coef.copy_(r / r.norm().clamp_min(1e-12))
+            g.coef.copy_(g.scale * r / r.norm().clamp_min(1e-12))
     emb = [g for g in gens if g.combine == "emb"]
     if emb:
         group = emb[0].group
         assert group.emb_proj is not None
         k = group.emb_proj.shape[0]
-        group.emb_proj.copy_(_orthogonal_rows(k, group.emb_proj.shape[1], gen)
-                             * (group.emb_proj.shape[1] / k) ** 0.5)
-        for g, row in zip(emb, _orthogonal_rows(len(emb), group.emb_proj.shape[1], gen),
-                          strict=True):
-            g.embedding.copy_(row)
+        q = _orthogonal_rows(k, group.emb_proj.shape[1], gen)  # orthonormal rows (k <= 24)
+        a = float(sum(float(g.scale) ** 2 for g in emb)) ** 0.5
+        group.emb_proj.copy_(a * q)
+        for g, row in zip(emb, _orthogonal_rows(len(emb), k, gen), strict=True):
+            v = row[: g.templates]
+            v = v / v.norm().clamp_min(1e-12)
+            g.embedding.copy_(g.scale * (v @ q[: g.templates]))
+            g.scale.mul_(a)
     for g in gens:
         if g.expand == "mask":  # random signs: copies differ from the start
             signs = torch.randint(0, 2, g.mask.shape, generator=gen).to(g.mask) * 2 - 1

@@ -205,3 +205,32 @@ def test_inter_is_bilinear_interpolation(rows, cols, m) -> None:
     src = theta.repeat(-(-r * c // m))[: r * c].view(1, 1, r, c)
     want = nn.functional.interpolate(src, size=(rows, cols), mode="bilinear", align_corners=True)
     torch.testing.assert_close(ssn.model[0].weight, want.view(rows, cols))
+
+
+@pytest.mark.parametrize("budget", [0.25, 4.0])
+def test_emb_ssn_trains_at_the_plain_models_sgd_learning_rate(budget) -> None:
+    """Coefficient gradients sum over whole layers, and `emb`'s shared projection over
+    all the group's layers; without the coefficient scaling, SGD at the plain model's
+    lr 0.1 blows up on this network within a few dozen steps."""
+    from trials.data import load_dataset
+    from trials.zoo import build_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    data = load_dataset("mnist1d")
+    model = build_model("resnet1d", input_shape=data.input_shape, num_classes=10)
+    ssn = allocator.shapeshift(model, budget, downsample="emb", mapping="single")
+    assert any(r["templates"] > 1 for r in ssn.allocation().rows())
+    opt = torch.optim.SGD(ssn.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        idx = torch.randint(0, len(data.train.y), (128,), generator=g)
+        loss = nn.functional.cross_entropy(ssn(data.train.x[idx]), data.train.y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert max(losses) < 1.5 * losses[0]
+    assert sum(losses[-5:]) / 5 < 0.6 * losses[0]
