@@ -1,0 +1,239 @@
+"""One trial, end to end: a plain function of a config that returns a result.
+
+:func:`run` loads the data, builds the model, applies the parameter method (the full
+network, an SSN, reduced width or HashedNets), trains, and returns a frozen
+:class:`TrialResult` that round-trips through JSON. It keeps no global state, so the
+same call works in-process, in a Ray worker or on a remote node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import platform
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import allocator
+from allocator._budget import resolve_budget
+from allocator._errors import ConfigError, NPASError
+from trials.baselines import hashed, reduced_width
+from trials.config import TrialConfig
+from trials.metrics import count_parameters, inference_flops, parameter_breakdown
+from trials.train import Report, TrainOutcome, make_pretrain, train, trial_environment
+
+__all__ = ["TrialResult", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial measured. ``to_dict()`` / ``from_dict()`` round-trip through JSON.
+
+    ``status`` is ``"complete"``, ``"failed"`` (``failure_reason`` says why) or
+    ``"pruned"``. ``trainable_params`` is the count actually trained
+    (``allocator.count_parameters``); ``flops`` the inference FLOPs of one example
+    through the deployed (materialised) network; ``method_info`` what the method chose
+    (the width multiplier of ``reduced_width``, the array size of ``hashed``). ``model``
+    is the trained module when ``run(..., keep_model=True)``; it is not serialised.
+    """
+
+    status: str
+    failure_reason: str | None
+    val_accuracy: float | None
+    val_loss: float | None
+    test_accuracy: float | None
+    test_loss: float | None
+    trainable_params: int | None
+    params_by_kind: dict[str, int]
+    flops: int | None
+    train_time_s: float
+    step_time_s: float | None
+    peak_memory_bytes: int | None
+    epochs_run: int
+    steps: int
+    allocation: dict[str, Any] | None
+    method_info: dict[str, Any]
+    config: dict[str, Any]
+    versions: dict[str, str]
+    seed: int
+    host: str
+    history: list[dict[str, float]]
+    model: nn.Module | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field but ``model``, as JSON-able data.
+
+        Example:
+            >>> import json
+            >>> result = run({"model": "mlp", "method": "full", "epochs": 1})  # doctest: +SKIP
+            >>> TrialResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result  # doctest: +SKIP
+            True
+        """
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "model"
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        """Rebuild a result from :meth:`to_dict` output (``model`` is ``None``).
+
+        Example:
+            >>> TrialResult.from_dict({"status": "complete"})
+            Traceback (most recent call last):
+            ...
+            allocator._errors.ConfigError: trial result fields must be exactly ...
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"model"}
+        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        if missing or unknown:
+            raise ConfigError(
+                f"trial result fields must be exactly {', '.join(sorted(names))}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        return cls(**data)
+
+
+def run(
+    config: TrialConfig | dict[str, Any],
+    *,
+    report: Report | None = None,
+    keep_model: bool = False,
+) -> TrialResult:
+    """Run one trial and return its :class:`TrialResult`.
+
+    ``report(epoch, metrics)`` is called after every epoch; returning ``True`` prunes
+    the trial. Configuration errors (:class:`allocator.NPASError`: a bad budget, an
+    unknown model or dataset) are raised; anything else that goes wrong inside the
+    trial (divergence, out of memory, an exception while training) makes the result
+    ``failed`` with the reason. ``keep_model=True`` keeps the trained module in
+    ``result.model`` (for saving or exporting).
+
+    Example:
+        >>> result = run({"model": "mlp", "data": "mnist1d", "method": "ssn",
+        ...               "budget": 0.25, "epochs": 1, "data_size": 500})
+        >>> result.status
+        'complete'
+    """
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    model: nn.Module | None = None
+    flops: int | None = None
+    info: dict[str, Any] = {}
+    outcome = TrainOutcome(status="failed")
+    with trial_environment(cfg):
+        try:
+            from trials.data import load_dataset
+
+            dataset = load_dataset(
+                cfg.data, seed=cfg.seed, root=cfg.data_root, size=cfg.data_size
+            )
+            model, flops, info = _build(cfg, dataset)
+            outcome = train(model, dataset, cfg, report=report)
+        except NPASError:
+            raise
+        except Exception as exc:  # the trial fails, the search goes on
+            reason = f"{type(exc).__name__}: {exc}".strip()
+            logger.warning("trial failed: %s", reason)
+            logger.debug("trial failure traceback", exc_info=True)
+            outcome = dataclasses.replace(outcome, failure_reason=reason)
+    allocation = None
+    if isinstance(model, allocator.SSN):
+        allocation = json.loads(json.dumps(model.allocation().to_dict()))
+    return TrialResult(
+        status=outcome.status,
+        failure_reason=outcome.failure_reason,
+        val_accuracy=outcome.val_accuracy,
+        val_loss=outcome.val_loss,
+        test_accuracy=outcome.test_accuracy,
+        test_loss=outcome.test_loss,
+        trainable_params=count_parameters(model) if model is not None else None,
+        params_by_kind=parameter_breakdown(model) if model is not None else {},
+        flops=flops,
+        train_time_s=outcome.train_time_s,
+        step_time_s=outcome.step_time_s,
+        peak_memory_bytes=outcome.peak_memory_bytes,
+        epochs_run=outcome.epochs_run,
+        steps=outcome.steps,
+        allocation=allocation,
+        method_info=info,
+        config=cfg.to_dict(),
+        versions=_versions(),
+        seed=cfg.seed,
+        host=socket.gethostname(),
+        history=outcome.history,
+        model=model if keep_model else None,
+    )
+
+
+def _build(cfg: TrialConfig, dataset: Any) -> tuple[nn.Module, int, dict[str, Any]]:
+    """The model to train, its inference FLOPs for one example, and what was chosen.
+
+    FLOPs are counted on the plain architecture before any parameter method: an SSN
+    and a HashedNet compute exactly that network (their materialised forms are it).
+    """
+    from trials.zoo import build_model
+
+    shape = {"input_shape": tuple(dataset.input_shape), "num_classes": dataset.num_classes}
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, **shape)
+    info: dict[str, Any] = {}
+    if cfg.method == "reduced_width":
+        budget = resolve_budget(cfg.budget, count_parameters(model))
+        width = reduced_width(cfg.model, budget, **shape)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, width=width, **shape)
+        info = {"width": width, "budget": budget}
+    flops = inference_flops(model, dataset.train.x[:1])
+    if cfg.method == "ssn":
+        pretrain = make_pretrain(dataset, cfg) if cfg.mapping == "learned" else None
+        model = allocator.shapeshift(
+            model,
+            cfg.budget,
+            groups=cfg.groups,
+            templates=cfg.templates,
+            downsample=cfg.downsample,
+            upsample=cfg.upsample,
+            mapping=cfg.mapping,
+            manual_map=cfg.manual_map,
+            pretrain=pretrain,
+            seed=cfg.seed,
+            inplace=True,
+        )
+        info = {"budget": model.allocation().budget}
+    elif cfg.method == "hashed":
+        net = hashed(model, cfg.budget, seed=cfg.seed)
+        info = {"hashed_size": net.shared.numel(), "budget": count_parameters(net)}
+        model = net
+    return model, flops, info
+
+
+def _versions() -> dict[str, str]:
+    try:
+        npas = importlib.metadata.version("npas")
+    except importlib.metadata.PackageNotFoundError:
+        npas = "unknown"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "npas": npas,
+        "numpy": np.__version__,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A fresh JSON-able copy (dicts and lists copied, so results stay immutable)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
