@@ -26,17 +26,23 @@ _FLAG = {"eval_test": "--test"}
 
 
 def parse_budget(text: str) -> int | float:
-    """A budget typed on the command line: with ``.`` or ``e`` a float fraction, else an
-    int count.
+    """A budget typed on the command line: with a ``.`` a float fraction of the model's
+    parameters, else an int count (``1e5`` is a count of 100,000; ``1e-1`` a fraction).
 
     Example:
-        >>> parse_budget("0.25"), parse_budget("250000"), parse_budget("1e5")
-        (0.25, 250000, 100000.0)
+        >>> parse_budget("0.25"), parse_budget("250000"), parse_budget("1e5"), parse_budget("4.0")
+        (0.25, 250000, 100000, 4.0)
     """
     value: int | float
     try:
-        value = float(text) if any(c in text.lower() for c in ".e") else int(text)
-    except ValueError:
+        if "." in text:
+            value = float(text)
+        elif "e" in text.lower():
+            value = float(text)
+            value = int(value) if value.is_integer() else value
+        else:
+            value = int(text)
+    except (ValueError, OverflowError):
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise BudgetError(
