@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from allocator._errors import NPASError
 
 # Sub-command modules, in the order `npas --help` lists them.
-_COMMANDS: tuple[str, ...] = ()
+_COMMANDS: tuple[str, ...] = (
+    "allocator.cli._shapeshift",
+    "allocator.cli._train",
+    "allocator.cli._search",
+    "allocator.cli._query",
+    "allocator.cli._demo",
+)
 
 
 class _Parser(argparse.ArgumentParser):

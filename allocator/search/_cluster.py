@@ -1,0 +1,219 @@
+"""Ray: start a quiet local instance or join a cluster, check it can hold the trials.
+
+Everything that can go wrong (an address nobody listens on, a token mismatch, too few
+CPUs or GPUs for one trial) becomes a one-line :class:`ClusterError` before the study
+is created. Ray's own logging is quiet unless asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from allocator._errors import ClusterError
+
+__all__ = ["Cluster", "connect"]
+
+logger = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 3.0
+_DEFAULT_PORTS = {"ray": 10001, "": 6379}
+
+
+@dataclass
+class Cluster:
+    """A Ray connection this search made (``owned``: shut it down at the end)."""
+
+    address: str
+    nodes: int
+    cpus: float
+    gpus: float
+    max_node_cpus: float
+    max_node_gpus: float
+    owned: bool
+
+    def shutdown(self) -> None:
+        if self.owned:
+            import ray
+
+            ray.shutdown()
+
+    def check_fits(self, concurrency: int, cpus_per_trial: float, gpus_per_trial: float) -> None:
+        """:class:`ClusterError` unless one trial fits on a node and K trials fit at once."""
+        if cpus_per_trial > self.max_node_cpus:
+            raise ClusterError(
+                f"--cpus-per-trial {cpus_per_trial:g} does not fit on any node; "
+                f"the largest has {self.max_node_cpus:g} CPUs"
+            )
+        if gpus_per_trial > self.max_node_gpus:
+            raise ClusterError(
+                f"--gpus-per-trial {gpus_per_trial:g} does not fit on any node; "
+                f"the largest has {self.max_node_gpus:g} GPUs"
+            )
+        need_cpu = concurrency * cpus_per_trial
+        need_gpu = concurrency * gpus_per_trial
+        if need_cpu > self.cpus + 1e-9 or need_gpu > self.gpus + 1e-9:
+            raise ClusterError(
+                f"--concurrency {concurrency} needs {need_cpu:g} CPUs and {need_gpu:g} GPUs; "
+                f"the cluster at {self.address} has {self.cpus:g} CPUs and {self.gpus:g} GPUs"
+            )
+
+
+def connect(
+    address: str | None,
+    *,
+    concurrency: int = 1,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    verbose: bool = False,
+) -> Cluster:
+    """Join the Ray cluster at ``address``, or start a local instance when ``None``.
+
+    A local instance gets ``max(CPUs of this machine, concurrency x cpus_per_trial)``
+    CPUs, so that ``--concurrency`` is what the user asked for. If Ray is already
+    initialised in this process (a notebook, a test), that instance is used as is.
+
+    Example:
+        >>> cluster = connect(None, concurrency=1)  # doctest: +SKIP
+        >>> cluster.shutdown()  # doctest: +SKIP
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    import ray
+
+    owned = not ray.is_initialized()
+    quiet: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": verbose,
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "configure_logging": True,
+        "ignore_reinit_error": True,
+    }
+    if owned and address:
+        _probe(address)
+        try:
+            ray.init(address=address, **quiet)
+        except Exception as exc:
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {_why(exc)}") from None
+    elif owned:
+        cpus = max(os.cpu_count() or 1, math.ceil(concurrency * cpus_per_trial))
+        try:
+            ray.init(address="local", num_cpus=cpus, **quiet)  # never $RAY_ADDRESS by surprise
+        except Exception as exc:
+            raise ClusterError(f"cannot start a local Ray instance: {_why(exc)}") from None
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        total = ray.cluster_resources()
+    except Exception as exc:
+        if owned:
+            ray.shutdown()
+        raise ClusterError(f"cannot read the Ray cluster's resources: {_why(exc)}") from None
+    cluster = Cluster(
+        address=address or "local",
+        nodes=len(nodes),
+        cpus=float(total.get("CPU", 0.0)),
+        gpus=float(total.get("GPU", 0.0)),
+        max_node_cpus=max((float(n["Resources"].get("CPU", 0.0)) for n in nodes), default=0.0),
+        max_node_gpus=max((float(n["Resources"].get("GPU", 0.0)) for n in nodes), default=0.0),
+        owned=owned,
+    )
+    try:
+        cluster.check_fits(concurrency, cpus_per_trial, gpus_per_trial)
+    except ClusterError:
+        cluster.shutdown()
+        raise
+    logger.info(
+        "Ray: %s, %d node(s), %g CPUs, %g GPUs", cluster.address, cluster.nodes, cluster.cpus,
+        cluster.gpus,
+    )
+    return cluster
+
+
+def _probe(address: str) -> None:
+    """Fail fast (seconds, not minutes) when nothing listens at ``address``."""
+    if address in ("auto", "local"):
+        if address == "local":
+            raise ClusterError("--ray-address local is the default; leave the flag out")
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            resolved = canonicalize_bootstrap_address("auto")
+        except Exception as exc:
+            raise ClusterError(f"--ray-address auto finds no running cluster: {_why(exc)}") from None
+        if not resolved:
+            raise ClusterError("--ray-address auto finds no running cluster on this machine")
+        address = resolved
+    scheme, _, rest = address.rpartition("://")
+    host, sep, port_text = rest.rpartition(":")
+    if not sep:
+        host, port_text = rest, str(_DEFAULT_PORTS.get(scheme, 6379))
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ClusterError(
+            f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
+        ) from None
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.create_connection((host, port), _PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"no Ray cluster at {address}: {exc.strerror or exc} "
+            "(start one with `ray start --head`, or leave out --ray-address for a local one)"
+        ) from None
+    if scheme != "ray":
+        _probe_gcs(address, f"{host}:{port}")
+
+
+def _probe_gcs(address: str, host_port: str) -> None:
+    """One GCS handshake (a fraction of a second), instead of ray.init's 20 s of retries:
+    a token mismatch or a port that is not a Ray head fails here with a clear reason."""
+    try:
+        gcs_client = importlib.import_module("ray._raylet").GcsClient
+    except (ImportError, AttributeError):  # a Ray without it: ray.init says why, slowly
+        return
+    try:
+        with _stderr_silenced():  # the C++ client logs each failed attempt on fd 2
+            gcs_client(address=host_port)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "auth" in text.lower() or "token" in text.lower():
+            raise ClusterError(
+                f"the Ray cluster at {address} rejects this driver's authentication: set "
+                "RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token, "
+                "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), as for every `ray start`"
+            ) from None
+        raise ClusterError(
+            f"cannot join the Ray cluster at {address}: {_why(exc)} (is it a Ray head node "
+            "of the same Ray version?)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _why(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "auth" in str(exc).lower() or "token" in str(exc).lower():
+        text += " (the driver and every `ray start` must agree on RAY_AUTH_MODE and the token)"
+    return text

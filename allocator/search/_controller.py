@@ -1,0 +1,455 @@
+"""The search controller: Optuna's ask-and-tell, trials on Ray actors, one writer.
+
+Everything is validated before the first write (the space, the trial config, the storage,
+the Ray cluster and its workers). Then a loop keeps ``concurrency`` trials in flight:
+ask Optuna for a trial, turn its params into a config, hand the config to an idle actor;
+when an actor answers, tell Optuna, record the trial in ``npas_results`` and keep the
+weights if asked. Workers only compute; the controller alone writes to the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from allocator._errors import ConfigError
+from allocator.search import _artifacts
+from allocator.search._checks import check_trial_config, fit_to_model
+from allocator.search._cluster import Cluster, connect
+from allocator.search._objectives import Objective, make_sampler, objectives, values_of
+from allocator.search._pool import WorkerPool
+from allocator.search._progress import SearchStatus
+from allocator.search._query import pareto_front
+from allocator.search._settings import SearchSettings
+from allocator.search._store import StudyStore
+from allocator.search._table import row_for
+from allocator.search._worker import DEFAULT_RUNNER
+from search_spaces import SearchSpace, load_space
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["SearchSummary", "resume_search", "run_search"]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[SearchStatus], None]
+
+#: User attributes npas sets on Optuna trials.
+ATTR_CONFIG, ATTR_RESULT, ATTR_REASON = "npas_config", "npas_result", "npas_failure_reason"
+ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
+ATTR_WORKER = "npas_worker"  # pid and Unix start/end times of the run on its worker
+_MAX_ATTR_CHARS = 60_000  # MySQL TEXT holds 64 KiB
+_TICK_S = 1.0
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """How a search ended: counts, the Pareto front (rows of ``npas_results``), time."""
+
+    study: str
+    storage: str  # masked: no password
+    complete: int
+    failed: int
+    pruned: int
+    pareto: list[dict[str, Any]]
+    elapsed_s: float
+    artifacts: str | None
+    loop_s: float = 0.0  # from the first trial handed out to the last one recorded
+
+
+def run_search(settings: SearchSettings, *, on_progress: Progress | None = None) -> SearchSummary:
+    """Run a new search; :class:`ConfigError` if the study already exists.
+
+    Example:
+        >>> from allocator.search import SearchSettings, run_search
+        >>> summary = run_search(SearchSettings("demo", model="mlp", trials=4))  # doctest: +SKIP
+        >>> summary.complete  # doctest: +SKIP
+        4
+    """
+    return _Search(settings, resume=False, on_progress=on_progress).run()
+
+
+def resume_search(
+    study: str,
+    *,
+    storage: str | None = None,
+    on_progress: Progress | None = None,
+    **given: Any,
+) -> SearchSummary:
+    """Continue a study after its controller stopped or was killed.
+
+    Completed trials are kept; trials left running are marked failed and retried once.
+    ``given`` may change how the search runs (trials, concurrency, Ray address...), not
+    what it searches (a different model, space, epochs, seed or objective is an error).
+    """
+    with StudyStore(storage, must_exist=True) as store:
+        store.require_study(study)
+        record = store.load_study(study).user_attrs.get("npas_settings")
+    if not isinstance(record, dict):
+        raise ConfigError(f"study {study!r} was not made by `npas search`; it cannot be resumed")
+    settings = SearchSettings.resumed(record, {**given, "study": study, "storage": storage})
+    return _Search(settings, resume=True, on_progress=on_progress).run()
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    worker: Any
+    config: dict[str, Any]
+
+
+class _Search:
+    def __init__(self, settings: SearchSettings, *, resume: bool, on_progress: Progress | None):
+        self.s = settings
+        self.resume = resume
+        self.on_progress = on_progress or (lambda status: None)
+        self.started = time.monotonic()
+        self.inflight: dict[Any, _Running] = {}
+        self.pool = WorkerPool(
+            settings.runner, settings.concurrency, cpus=settings.cpus_per_trial,
+            gpus=settings.gpus_per_trial,
+            # CPU peak memory is a process's peak RSS: a fresh process per trial
+            fresh=settings.objective == "peak_memory" and settings.gpus_per_trial == 0,
+        )
+        self.points: list[list[float]] = []
+        self.counts = {"complete": 0, "failed": 0, "pruned": 0}
+        self.last = ""
+        self.loop_s = 0.0
+        self._pareto_size = 0
+
+    # ------------------------------------------------------------- validation
+
+    def _validate(self) -> tuple[SearchSpace, list[Objective], list[dict[str, Any]] | None]:
+        self.s.validate()
+        space = load_space(self.s.space)
+        objs = objectives(self.s.objective)
+        grid: list[dict[str, Any]] | None = None
+        if self.s.runner == DEFAULT_RUNNER:
+            check_trial_config({**self.s.base_config(), **space.to_config(space.example())})
+            if not self.resume:  # a resumed study keeps the space it recorded
+                space = fit_to_model(space, self.s.base_config())
+        if self.s.sampler == "grid":
+            grid = space.grid()
+        return space, objs, grid
+
+    def run(self) -> SearchSummary:
+        space, objs, grid = self._validate()
+        store = StudyStore(self.s.storage)
+        cluster: Cluster | None = None
+        try:
+            if not self.resume and self.s.study in store.study_names():
+                raise ConfigError(
+                    f"study {self.s.study!r} already exists in {store.masked_url!r}; "
+                    "pass --resume to continue it, or choose another --study"
+                )
+            art_dir = None
+            if self.s.keep_models != "none":
+                art_dir = self.s.artifacts_dir(store.sqlite_file)
+                _artifacts.check_dir(art_dir)
+            cluster = connect(
+                self.s.ray_address,
+                concurrency=self.s.concurrency,
+                cpus_per_trial=self.s.cpus_per_trial,
+                gpus_per_trial=self.s.gpus_per_trial,
+                verbose=self.s.verbose,
+            )
+            self.pool.start()
+            # --- everything is valid: the first write happens here
+            store.initialise()
+            study = self._open_study(store, space, objs, art_dir)
+            self.art_store = _artifacts.open_store(art_dir) if art_dir else None
+            with store._errors("write to"):  # a database lost mid-search: one line, not a trace
+                self._loop(store, study, space, objs, grid)
+            pareto = pareto_front(store, self.s.study)
+        finally:
+            self.pool.stop()
+            if cluster is not None:
+                cluster.shutdown()
+            store.close()
+        return SearchSummary(
+            study=self.s.study,
+            storage=store.masked_url,
+            complete=self.counts["complete"],
+            failed=self.counts["failed"],
+            pruned=self.counts["pruned"],
+            pareto=pareto,
+            elapsed_s=time.monotonic() - self.started,
+            artifacts=str(art_dir) if art_dir else None,
+            loop_s=self.loop_s,
+        )
+
+    # ------------------------------------------------------------- the study
+
+    def _open_study(
+        self,
+        store: StudyStore,
+        space: SearchSpace,
+        objs: list[Objective],
+        art_dir: Any,
+    ) -> optuna.Study:
+        import optuna
+
+        if self.resume:
+            # A sampler seeded as before would draw the first run's params again: seed it
+            # by how far the study got (still reproducible for the same history).
+            seen = len(store.load_study(self.s.study).get_trials(deepcopy=False))
+            sampler = make_sampler(
+                self.s.sampler, self.s.seed + seen, trials=self.s.trials, n_objectives=len(objs)
+            )
+            return store.load_study(self.s.study, sampler=sampler)
+        sampler = make_sampler(
+            self.s.sampler, self.s.seed, trials=self.s.trials, n_objectives=len(objs)
+        )
+        store.delete_results(self.s.study)  # rows of an earlier study of that name
+        with store._errors("write to"):
+            study = optuna.create_study(
+                storage=store.optuna_storage,
+                study_name=self.s.study,
+                directions=[cast(Any, o.direction) for o in objs],
+                sampler=sampler,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.name for o in objs])
+            record = self.s.record(space.to_dict())
+            record["objectives"] = [dataclasses.asdict(o) for o in objs]
+            record["artifacts"] = str(art_dir) if art_dir else None
+            study.set_user_attr("npas_settings", record)
+        return study
+
+    # ------------------------------------------------------------- the loop
+
+    def _loop(
+        self,
+        store: StudyStore,
+        study: optuna.Study,
+        space: SearchSpace,
+        objs: list[Objective],
+        grid: list[dict[str, Any]] | None,
+    ) -> None:
+        import ray
+
+        from allocator.search._recovery import counted, recover
+
+        if self.resume:
+            recover(study, store, reason="the controller stopped while the trial ran")
+        done = self._count_existing(study, objs)
+        target = self.s.trials
+        grid_queue: list[dict[str, Any]] = []
+        if grid is not None:
+            seen = [t.params for t in study.get_trials(deepcopy=False) if counted(t) or _waiting(t)]
+            grid_queue = [p for p in grid if p not in seen]
+            random.Random(self.s.seed).shuffle(grid_queue)
+            target = min(target, done + len(grid_queue) + _n_waiting(study))
+        self.target = target
+        keep = self.s.keep_models != "none"
+        loop_start = time.monotonic()
+        try:
+            while True:
+                while self.pool.idle and done + len(self.inflight) < target:
+                    if grid_queue and not _n_waiting(study):
+                        study.enqueue_trial(grid_queue.pop())
+                    if not self._launch(store, study, space, keep):
+                        done += 1
+                self._report(store, done)
+                if not self.inflight:
+                    break
+                ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=_TICK_S)
+                for ref in ready:
+                    self._finish(store, study, objs, ref)
+                    done += 1
+        except BaseException:
+            self._interrupt(store, study)
+            raise
+        self.loop_s = time.monotonic() - loop_start
+        self._report(store, done, finished=True)
+
+    def _launch(self, store: StudyStore, study: optuna.Study, space: SearchSpace, keep: bool) -> bool:
+        """Start one trial on an idle worker; ``False`` if its params made no config."""
+        trial = study.ask()
+        retry_of = trial.user_attrs.get(ATTR_RETRY_OF)
+        try:
+            params = space.suggest(trial)
+            config = {**self.s.base_config(), **space.to_config(params)}
+        except ConfigError as exc:
+            trial.set_user_attr(ATTR_REASON, str(exc))
+            study.tell(trial, state=_state("FAIL"))
+            store.write_result(
+                row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
+                        state="failed", failure_reason=str(exc), retry_of=retry_of)
+            )
+            self.counts["failed"] += 1
+            return False
+        trial.set_user_attr(ATTR_CONFIG, config)
+        store.write_result(
+            row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
+                    state="running", config=config, retry_of=retry_of,
+                    started_at=_utcnow())
+        )
+        worker = self.pool.take()
+        ref = worker.run.remote(config, keep)
+        self.inflight[ref] = _Running(trial, worker, config)
+        return True
+
+    def _finish(self, store: StudyStore, study: optuna.Study, objs: list[Objective], ref: Any) -> None:
+        import ray
+
+        run = self.inflight.pop(ref)
+        try:
+            out = ray.get(ref)
+            self.pool.give_back(run.worker)
+        except ray.exceptions.RayError as exc:  # the worker or its node died
+            lost = f"worker lost: {' '.join(str(exc).split())[:300]}"
+            out = {"result": {"status": "failed", "failure_reason": lost}}
+            self.pool.replace(run.worker)
+        result = dict(out["result"])
+        status = str(result.get("status", "failed"))
+        values: list[float] | str | None = None
+        if status == "complete":
+            values = values_of(result, objs)
+            if isinstance(values, str):
+                status, result["failure_reason"] = "failed", values
+        reason: str | None = result.get("failure_reason")
+        trial = run.trial
+        trial.set_user_attr(ATTR_RESULT, _compact(result))
+        trial.set_user_attr("npas_host", out.get("host"))
+        trial.set_user_attr("npas_node_id", out.get("node_id"))
+        trial.set_user_attr(
+            ATTR_WORKER, {k: out.get(k) for k in ("pid", "started_at", "finished_at")}
+        )
+        if reason:
+            trial.set_user_attr(ATTR_REASON, str(reason))
+        if status == "complete" and isinstance(values, list):
+            if self.art_store is not None and out.get("model") is not None and (
+                self.s.keep_models == "all" or _on_front(values, self.points, objs)
+            ):
+                _artifacts.keep(self.art_store, trial, out["model"])
+            study.tell(trial, values)
+            self.points.append(values)
+            self._pareto_size = _front_size(self.points, objs)
+            self.last = f"trial {trial.number} complete: " + " ".join(
+                f"{o.name}={_short(v)}" for o, v in zip(objs, values, strict=True)
+            )
+        else:
+            status = "pruned" if status == "pruned" else "failed"
+            study.tell(trial, state=_state("PRUNED" if status == "pruned" else "FAIL"))
+            self.last = f"trial {trial.number} {status}" + (f": {reason}" if reason else "")
+        self.counts[status] += 1
+        started, finished = out.get("started_at"), out.get("finished_at")
+        store.write_result(
+            row_for(
+                study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
+                state=status, config=result.get("config") or run.config, result=result,
+                started_at=_utc(started), finished_at=_utc(finished),
+                duration_s=(finished - started) if started and finished else None,
+                host=out.get("host"), node_id=out.get("node_id"), worker_pid=out.get("pid"),
+                failure_reason=reason,
+            )
+        )
+
+    # ------------------------------------------------------------- bookkeeping
+
+    def _count_existing(self, study: optuna.Study, objs: list[Objective]) -> int:
+        from allocator.search._recovery import counted
+
+        done = 0
+        for t in study.get_trials(deepcopy=False):
+            if not counted(t):
+                continue
+            done += 1
+            state = t.state.name.lower()
+            self.counts["complete" if state == "complete" else "pruned" if state == "pruned" else "failed"] += 1
+            if state == "complete" and t.values is not None:
+                self.points.append(list(t.values))
+        self._pareto_size = _front_size(self.points, objs)
+        return done
+
+    def _interrupt(self, store: StudyStore, study: optuna.Study) -> None:
+        """Ctrl-C or an error: fail the trials in flight and queue them again (once)."""
+        from allocator.search._recovery import interrupt_trial
+
+        for run in self.inflight.values():
+            try:
+                interrupt_trial(study, store, run.trial.number, "the search was interrupted")
+            except Exception:  # the store itself may be what failed; resume fixes it later
+                logger.warning("could not mark trial %d as interrupted", run.trial.number)
+        self.pool.stop()
+        self.inflight.clear()
+
+    def _report(self, store: StudyStore, done: int, finished: bool = False) -> None:
+        status = SearchStatus(
+            study=self.s.study,
+            target=self.target,
+            done=done,
+            running=len(self.inflight),
+            complete=self.counts["complete"],
+            failed=self.counts["failed"],
+            pruned=self.counts["pruned"],
+            pareto_size=self._pareto_size,
+            elapsed_s=time.monotonic() - self.started,
+            last=self.last,
+            finished=finished,
+        )
+        self.on_progress(status)
+
+
+def _front_size(points: list[list[float]], objs: list[Objective]) -> int:
+    from allocator.search._objectives import pareto_indices
+
+    return len(pareto_indices(points, [o.direction for o in objs])) if points else 0
+
+
+def _on_front(values: list[float], points: list[list[float]], objs: list[Objective]) -> bool:
+    from allocator.search._objectives import pareto_indices
+
+    return len(points) in pareto_indices([*points, values], [o.direction for o in objs])
+
+
+def _compact(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The result for a user attribute, trimmed to fit every database's TEXT."""
+    out = dict(result)
+    if len(json.dumps(out, default=str)) > _MAX_ATTR_CHARS:
+        for key in ("history", "allocation"):
+            out.pop(key, None)
+        out["truncated"] = True
+    return out
+
+
+def _state(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def _waiting(trial: Any) -> bool:
+    return bool(trial.state.name == "WAITING")
+
+
+def _n_waiting(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _utcnow() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _utc(seconds: float | None) -> Any:
+    import datetime as dt
+
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"

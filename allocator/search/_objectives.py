@@ -1,0 +1,131 @@
+"""What a search optimises and how it samples: objectives, directions, samplers.
+
+Two objectives always: maximise validation accuracy, minimise trained parameters. A
+third on request: training step time or peak memory. Samplers never see storage;
+storage never sees samplers (Optuna's own separation).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from allocator._errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["EXTRA_OBJECTIVES", "SAMPLERS", "Objective", "make_sampler", "objectives", "values_of"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: its metric name (as the dashboard shows it) and direction."""
+
+    name: str
+    direction: str  # "maximize" | "minimize"
+
+
+_BASE = (Objective("val_accuracy", "maximize"), Objective("trainable_params", "minimize"))
+
+#: ``--objective`` choices and the result field each one reads.
+EXTRA_OBJECTIVES: dict[str, Objective] = {
+    "step_time": Objective("step_time_s", "minimize"),
+    "peak_memory": Objective("peak_memory_bytes", "minimize"),
+}
+
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+
+
+def objectives(extra: str | None = None) -> list[Objective]:
+    """The objectives of a search: accuracy and parameters, plus ``extra`` if given.
+
+    Example:
+        >>> [o.name for o in objectives("step_time")]
+        ['val_accuracy', 'trainable_params', 'step_time_s']
+    """
+    if extra is None:
+        return list(_BASE)
+    if extra not in EXTRA_OBJECTIVES:
+        raise ConfigError(
+            f"objective must be one of {', '.join(EXTRA_OBJECTIVES)}, got {extra!r}"
+        )
+    return [*_BASE, EXTRA_OBJECTIVES[extra]]
+
+
+def values_of(result: Mapping[str, Any], objs: Sequence[Objective]) -> list[float] | str:
+    """The objective values of a trial result, or why there are none.
+
+    Example:
+        >>> values_of({"val_accuracy": 0.9, "trainable_params": 1000}, objectives())
+        [0.9, 1000.0]
+        >>> values_of({"val_accuracy": None, "trainable_params": 10}, objectives())
+        'the trial reported no val_accuracy'
+    """
+    values = []
+    for obj in objs:
+        value = result.get(obj.name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"the trial reported no {obj.name}"
+        if not math.isfinite(value):
+            return f"the trial reported {obj.name} = {value}"
+        values.append(float(value))
+    return values
+
+
+def make_sampler(
+    name: str, seed: int, *, trials: int = 24, n_objectives: int = 2
+) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler: ``tpe`` (default), ``nsga2``, ``random`` or ``grid``.
+
+    ``tpe`` is multivariate with group decomposition (the space is conditional) and a
+    constant liar (trials run concurrently). ``grid`` is served by enqueuing the
+    space's grid points (see the controller); its sampler only fills in beyond them.
+
+    Example:
+        >>> type(make_sampler("random", 0)).__name__
+        'RandomSampler'
+    """
+    import optuna
+
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                n_startup_trials=min(10, max(4, trials // 3)),
+            )
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=min(50, max(8, trials // 4))
+        )
+    if name in ("random", "grid"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def pareto_indices(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points (ties on every objective are all kept).
+
+    Example:
+        >>> pareto_indices([(0.9, 100), (0.8, 50), (0.7, 80)], ["maximize", "minimize"])
+        [0, 1]
+    """
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    keyed = [[s * v for s, v in zip(signs, p, strict=True)] for p in points]
+    front = []
+    for i, p in enumerate(keyed):
+        dominated = any(
+            all(a <= b for a, b in zip(q, p, strict=True)) and any(a < b for a, b in zip(q, p, strict=True))
+            for j, q in enumerate(keyed)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front

@@ -1,0 +1,120 @@
+"""Resume: trials left running by a stopped controller are failed and retried once.
+
+A trial is *interrupted* when its controller stopped (Ctrl-C, SIGKILL, a crash) while it
+ran. It is marked failed with ``npas_interrupted`` set and does not count towards
+``--trials``. If it had reached a worker (it carries ``npas_config``), its params are
+queued again, once: a WAITING trial with ``npas_retry_of``. A retry that is interrupted
+after reaching a worker is not queued again; one interrupted before (it never ran) is
+still owed and queued again. A trial interrupted before it reached a worker, and that is
+no retry, never ran: nothing is queued, a freshly sampled trial takes its place.
+Completed trials are never touched, so a resume loses none and duplicates none; a row of
+``npas_results`` still ``running`` for a trial Optuna has finished (killed between the
+two writes) is rewritten from the trial's user attributes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from allocator.search._store import StudyStore
+from allocator.search._table import row_for
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = ["counted", "interrupt_trial", "recover", "repair_rows"]
+
+logger = logging.getLogger(__name__)
+
+ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
+ATTR_REASON, ATTR_CONFIG = "npas_failure_reason", "npas_config"
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Whether a trial counts towards ``--trials``: finished, and not interrupted."""
+    return trial.state.is_finished() and not trial.user_attrs.get(ATTR_INTERRUPTED)
+
+
+def recover(study: optuna.Study, store: StudyStore, *, reason: str) -> list[int]:
+    """Fail every trial the study still has running and queue each again once.
+
+    Returns the numbers of the trials it failed.
+    """
+    from optuna.trial import TrialState
+
+    repair_rows(study, store)
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        interrupt_trial(study, store, trial.number, reason)
+    if stale:
+        logger.info("resumed: %d interrupted trial(s) failed and queued again", len(stale))
+    return [t.number for t in stale]
+
+
+def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
+    """Rewrite ``running`` rows whose Optuna trial did finish (the controller was killed
+    between telling Optuna and writing the row) from what the trial carries."""
+    finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    repaired = []
+    for row in store.results(study.study_name, state="running"):
+        trial = finished.get(row["trial_number"])
+        if trial is None:
+            continue
+        result = trial.user_attrs.get("npas_result") or {}
+        run = trial.user_attrs.get("npas_worker") or {}
+        started, ended = run.get("started_at"), run.get("finished_at")
+        store.write_result(
+            row_for(
+                study=study.study_name, trial_number=trial.number, trial_id=trial._trial_id,
+                state={"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, "failed"),
+                config=result.get("config") or trial.user_attrs.get(ATTR_CONFIG), result=result,
+                started_at=_utc(started), finished_at=_utc(ended),
+                duration_s=(ended - started) if started and ended else None,
+                host=trial.user_attrs.get("npas_host"), node_id=trial.user_attrs.get("npas_node_id"),
+                worker_pid=run.get("pid"), failure_reason=trial.user_attrs.get(ATTR_REASON),
+            )
+        )
+        repaired.append(trial.number)
+    return repaired
+
+
+def _utc(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason: str) -> None:
+    """Mark trial ``number`` failed as interrupted, record it, queue its params once."""
+    from optuna.trial import TrialState
+
+    frozen = study.get_trials(deepcopy=False)[number]
+    if frozen.number != number:  # trials are listed by number; be safe all the same
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    if frozen.state != TrialState.RUNNING:
+        return
+    study._storage.set_trial_user_attr(frozen._trial_id, ATTR_INTERRUPTED, True)
+    study._storage.set_trial_user_attr(frozen._trial_id, ATTR_REASON, reason)
+    ran = ATTR_CONFIG in frozen.user_attrs  # set just before the config went to a worker
+    retry_of = frozen.user_attrs.get(ATTR_RETRY_OF)
+    params: dict[str, object] = {}
+    if ran and retry_of is None:  # a first run: queue it again
+        params, retry_of = dict(frozen.params), number
+    elif not ran and retry_of is not None:  # a retry that never ran: it is still owed
+        params = dict(frozen.system_attrs.get("fixed_params") or frozen.params)
+    retry = bool(params)
+    study.tell(number, state=TrialState.FAIL)
+    store.write_result(
+        row_for(
+            study=study.study_name,
+            trial_number=number,
+            trial_id=frozen._trial_id,
+            state="failed",
+            failure_reason=f"interrupted: {reason}" + ("; queued again" if retry else ""),
+            finished_at=dt.datetime.now(dt.timezone.utc),
+        )
+    )
+    if retry:
+        study.enqueue_trial(params, user_attrs={ATTR_RETRY_OF: retry_of})
+

@@ -1,0 +1,139 @@
+"""Where a trial runs: a plain function call, wrapped so that it never raises.
+
+:func:`execute` calls the trial function (``trials.run`` unless told otherwise) on a
+config dict and returns plain data: the result dict, timings, where it ran, and the
+trained weights when asked. :class:`TrialWorker` is the same thing held in a Ray actor,
+so one process serves many trials (no process start, no re-import per trial). The worker
+never touches the study database; the controller writes everything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from allocator._errors import ConfigError, NPASError
+
+__all__ = ["DEFAULT_RUNNER", "TrialWorker", "execute", "model_bytes", "resolve_runner"]
+
+#: The trial function, as ``module:function``: ``f(config: dict, *, keep_model: bool)``
+#: returning an object with ``to_dict()`` (a ``trials.TrialResult``) or a dict.
+DEFAULT_RUNNER = "trials:run"
+
+
+def resolve_runner(spec: str) -> Callable[..., Any]:
+    """The function named by ``module:function`` (:class:`ConfigError` if there is none).
+
+    Example:
+        >>> resolve_runner("json:dumps")([1])
+        '[1]'
+    """
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ConfigError(f"runner must be 'module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+        fn = getattr(module, name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"runner {spec!r} cannot be imported: {exc}") from None
+    if not callable(fn):
+        raise ConfigError(f"runner {spec!r} is not a function")
+    return fn
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # not in Ray, or Ray cannot say: the host name still tells
+        pass
+    return ""
+
+
+def execute(
+    fn: Callable[..., Any], config: Mapping[str, Any], *, keep_model: bool = False
+) -> dict[str, Any]:
+    """Run one trial; return its outcome as plain data. Never raises.
+
+    The outcome holds ``result`` (the trial result as a dict; ``status`` ``failed`` with
+    ``failure_reason`` when the trial raised), ``started_at``/``finished_at`` (Unix
+    seconds), ``host``, ``node_id``, ``pid`` and ``model`` (the weights as bytes, or
+    ``None``).
+
+    Example:
+        >>> out = execute(lambda c, keep_model: {"status": "complete", "x": c["x"]}, {"x": 1})
+        >>> out["result"]["x"], out["model"] is None
+        (1, True)
+    """
+    started = time.time()
+    model: bytes | None = None
+    try:
+        raw = fn(dict(config), keep_model=keep_model)
+        result = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
+        trained = getattr(raw, "model", None)
+        if keep_model and trained is not None and result.get("status") == "complete":
+            model = model_bytes(trained)
+    except NPASError as exc:  # a config this trial cannot run: it fails, the search goes on
+        result = {"status": "failed", "failure_reason": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+        result = {"status": "failed", "failure_reason": f"{type(exc).__name__}: {exc}{where}"}
+    result.setdefault("config", dict(config))
+    return {
+        "result": result,
+        "started_at": started,
+        "finished_at": time.time(),
+        "host": socket.gethostname(),
+        "node_id": _node_id(),
+        "pid": os.getpid(),
+        "model": model,
+    }
+
+
+def model_bytes(model: Any) -> bytes:
+    """The trained module's weights as bytes: an SSN checkpoint for an SSN, else its
+    ``state_dict`` (loadable with ``torch.load(weights_only=True)``)."""
+    import torch
+
+    import allocator
+
+    buffer = io.BytesIO()
+    if isinstance(model, allocator.SSN):
+        allocator.save(model, buffer)
+    else:
+        torch.save({"format": "npas-module", "version": 1, "state_dict": model.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+class TrialWorker:
+    """A trial runner that lives in a Ray actor (or in-process, for tests).
+
+    Example:
+        >>> worker = TrialWorker("allocator.search._worker:echo_trial")
+        >>> worker.run({"x": 2})["result"]["x"]
+        2
+    """
+
+    def __init__(self, runner: str = DEFAULT_RUNNER) -> None:
+        self._fn = resolve_runner(runner)
+
+    def where(self) -> dict[str, Any]:
+        """Host, node id and process id of this worker (also a readiness probe)."""
+        return {"host": socket.gethostname(), "node_id": _node_id(), "pid": os.getpid()}
+
+    def run(self, config: Mapping[str, Any], keep_model: bool = False) -> dict[str, Any]:
+        return execute(self._fn, config, keep_model=keep_model)
+
+
+def echo_trial(config: Mapping[str, Any], *, keep_model: bool = False) -> dict[str, Any]:
+    """A trial that returns its config (for doctests and wiring checks)."""
+    return {"status": "complete", **config}

@@ -1,0 +1,431 @@
+"""A search space: dimensions and pinned values over trial-config fields, with conditions.
+
+A space is validated once, when it is built; after that every method is a pure function
+of its arguments. Conditions come from two places: the rules of the method (``templates``
+matters only for the ``wavg``/``emb``/``avg`` generators, ``groups`` only for the
+``roundrobin``/``random``/``learned`` mappings, every SSN knob only for ``method = ssn``)
+and the space's own ``when`` clauses. A dimension that does not apply to a trial is never
+suggested to Optuna and never appears in its config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from allocator._errors import ConfigError
+from search_spaces._dims import Choice, Dimension, FloatRange, IntRange, _items
+from search_spaces._vocab import FIELDS, FIXED_ONLY, RULE_DEFAULTS, RULES, check_value
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+
+__all__ = ["SearchSpace"]
+
+#: More grid points than this is not a "small space"; use a sampler instead.
+MAX_GRID = 10_000
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Dimensions to search and values to pin, over the fields of a trial config.
+
+    Example:
+        >>> from search_spaces import Choice, FloatRange, IntRange, SearchSpace
+        >>> space = SearchSpace(
+        ...     "tiny",
+        ...     dims=[FloatRange("budget", 0.1, 1.0, log=True),
+        ...           Choice("mapping", ["type", "roundrobin"]),
+        ...           IntRange("groups", 1, 4)],
+        ...     fixed={"method": "ssn"},
+        ... )
+        >>> space.to_config({"budget": 0.5, "mapping": "type"})
+        {'method': 'ssn', 'budget': 0.5, 'mapping': 'type'}
+        >>> space.to_config({"budget": 0.5, "mapping": "roundrobin", "groups": 2})["groups"]
+        2
+    """
+
+    name: str
+    dims: tuple[Dimension, ...]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    _conditions: dict[str, dict[str, frozenset[Any]]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _order: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+    _dims_by_name: dict[str, Dimension] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        dims = tuple(self.dims)
+        object.__setattr__(self, "dims", dims)
+        object.__setattr__(self, "fixed", MappingProxyType(dict(self.fixed)))
+        object.__setattr__(self, "_dims_by_name", {d.name: d for d in dims})
+        where = f"space {self.name!r}"
+        names = [d.name for d in dims]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{where}: dimension {name!r} is given twice")
+        for dim in dims:
+            _check_dimension(where, dim)
+        for key, value in self.fixed.items():
+            if key in names:
+                raise ConfigError(f"{where}: {key!r} is both searched and fixed; keep one")
+            if key in FIELDS:
+                problem = check_value(FIELDS[key], value)
+                if problem:
+                    raise ConfigError(f"{where}: fixed.{key} {problem}")
+            elif key not in FIXED_ONLY:
+                raise ConfigError(
+                    f"{where}: fixed.{key} is not a search field; allowed: "
+                    + ", ".join([*FIELDS, *FIXED_ONLY])
+                )
+        conditions = {name: self._build_conditions(where, name) for name in self._entries()}
+        object.__setattr__(self, "_conditions", conditions)
+        object.__setattr__(self, "_order", self._topological_order(where, conditions))
+        self._check_reachable(where)
+        if self._can_be("mapping", "manual") and "manual_map" not in self.fixed:
+            raise ConfigError(
+                f"{where}: mapping 'manual' needs fixed.manual_map (layer name -> group)"
+            )
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def names(self) -> list[str]:
+        """The searched field names, in the order they are suggested."""
+        return [n for n in self._order if n in self._dims_by_name]
+
+    def dimension(self, name: str) -> Dimension:
+        """The dimension searching ``name``; ``ConfigError`` if the space has none."""
+        try:
+            return self._dims_by_name[name]
+        except KeyError:
+            raise ConfigError(
+                f"space {self.name!r} has no dimension {name!r}; it has: "
+                + ", ".join(self.names)
+            ) from None
+
+    def conditions(self, name: str) -> dict[str, frozenset[Any]]:
+        """When ``name`` applies: ``{field: values}``, all of which must hold."""
+        return dict(self._conditions[name])
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Every dimension as an Optuna distribution (conditional ones included).
+
+        Example:
+            >>> from search_spaces import load_space
+            >>> sorted(load_space("default").distributions())[:3]
+            ['budget', 'downsample', 'groups']
+        """
+        return {d.name: d.distribution() for d in self.dims}
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Ask an Optuna trial for every dimension that applies; return the params."""
+        values = self._defaults()
+        params: dict[str, Any] = {}
+        for name in self._order:
+            if not self._active(name, values):
+                continue
+            dim = self._dims_by_name.get(name)
+            if dim is None:
+                values[name] = self.fixed[name]
+            else:
+                values[name] = params[name] = dim.suggest(trial)
+        return params
+
+    def to_config(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The trial-config fields that ``params`` (Optuna's trial params) stand for.
+
+        Pinned values come first, then the searched ones; dimensions and pinned values
+        that do not apply are left out, so that the trial's own defaults hold for them.
+        A param for a dimension that does not apply is ignored.
+        """
+        for key in params:
+            if key not in self._dims_by_name:
+                raise ConfigError(
+                    f"space {self.name!r}: param {key!r} is not one of its dimensions "
+                    f"({', '.join(self.names)})"
+                )
+        values = self._defaults()
+        config: dict[str, Any] = {}
+        for name in self._order:
+            if not self._active(name, values):
+                continue
+            dim = self._dims_by_name.get(name)
+            if dim is None:
+                value = self.fixed[name]
+            elif name not in params:
+                raise ConfigError(f"space {self.name!r}: param {name!r} is missing")
+            else:
+                value = params[name]
+                if not dim.contains(value):
+                    raise ConfigError(
+                        f"space {self.name!r}: param {name} must be {dim.describe()}, "
+                        f"got {value!r}"
+                    )
+            values[name] = config[name] = value
+        fixed_first = [n for n in config if n not in self._dims_by_name]
+        return {n: config[n] for n in fixed_first + [n for n in config if n not in fixed_first]}
+
+    def from_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The params that produce ``config`` (the inverse of :meth:`to_config`)."""
+        values = self._defaults()
+        params: dict[str, Any] = {}
+        for name in self._order:
+            if not self._active(name, values):
+                continue
+            if name in self._dims_by_name:
+                if name not in config:
+                    raise ConfigError(f"config has no {name!r}, which space {self.name!r} searches")
+                params[name] = config[name]
+            values[name] = config.get(name, self.fixed.get(name))
+        return params
+
+    def grid(self, limit: int = MAX_GRID) -> list[dict[str, Any]]:
+        """Every distinct combination of params that applies, for a grid search.
+
+        Float ranges need a ``step``. ``ConfigError`` past ``limit`` points.
+
+        Example:
+            >>> from search_spaces import Choice, IntRange, SearchSpace
+            >>> SearchSpace("g", [Choice("mapping", ["type", "random"]),
+            ...                   IntRange("groups", 2, 3)]).grid()
+            [{'mapping': 'type'}, {'mapping': 'random', 'groups': 2}, {'mapping': 'random', 'groups': 3}]
+        """
+        out: list[dict[str, Any]] = []
+        for params in self._walk(0, self._defaults(), {}):
+            out.append(params)
+            if len(out) > limit:
+                raise ConfigError(
+                    f"space {self.name!r} has more than {limit} grid points; "
+                    "use the tpe, nsga2 or random sampler"
+                )
+        return out
+
+    def example(self) -> dict[str, Any]:
+        """One valid set of params: the first choice or the low end of every range."""
+        return next(iter(self._walk(0, self._defaults(), {}, first_only=True)))
+
+    def capped(self, name: str, high: int) -> SearchSpace:
+        """This space with the integer dimension ``name`` limited to ``..high``.
+
+        A search uses it to keep ``groups`` within the model's count of shareable layers.
+        ``ConfigError`` if nothing of the range is left; the space itself if no change.
+
+        Example:
+            >>> from search_spaces import load_space
+            >>> load_space("default").capped("groups", 4).dimension("groups").high
+            4
+        """
+        dim = self._dims_by_name.get(name)
+        if dim is None:
+            if name in self.fixed and isinstance(self.fixed[name], int) and self.fixed[name] > high:
+                raise ConfigError(
+                    f"space {self.name!r}: fixed {name} = {self.fixed[name]} exceeds {high}, "
+                    f"the most this model allows"
+                )
+            return self
+        if not isinstance(dim, IntRange) or dim.high <= high:
+            if isinstance(dim, Choice) and any(
+                isinstance(v, int) and v > high for v in dim.values
+            ):
+                kept = tuple(v for v in dim.values if not (isinstance(v, int) and v > high))
+                if not kept:
+                    raise ConfigError(
+                        f"space {self.name!r}: every {name} choice exceeds {high}, "
+                        "the most this model allows"
+                    )
+                return self._replace(Choice(name, kept, when=dim.when))
+            return self
+        if dim.low > high:
+            raise ConfigError(
+                f"space {self.name!r}: {name} starts at {dim.low}, above {high}, "
+                "the most this model allows"
+            )
+        top = high - (high - dim.low) % dim.step
+        return self._replace(
+            IntRange(name, dim.low, top, log=dim.log, step=dim.step, when=dim.when)
+        )
+
+    def _replace(self, new: Dimension) -> SearchSpace:
+        dims = tuple(new if d.name == new.name else d for d in self.dims)
+        return SearchSpace(self.name, dims, dict(self.fixed), self.description)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space in the file vocabulary (round-trips through :func:`load_space`)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.fixed:
+            out["fixed"] = dict(self.fixed)
+        out["dims"] = {d.name: d.to_dict() for d in self.dims}
+        return out
+
+    def describe(self) -> str:
+        """A few lines for humans: one per pinned value and per dimension."""
+        lines = [f"space {self.name}" + (f": {self.description}" if self.description else "")]
+        for key, value in self.fixed.items():
+            lines.append(f"  {key} = {value!r}")
+        for name in self.names:
+            dim = self._dims_by_name[name]
+            cond = self._conditions[name]
+            when = ", ".join(
+                f"{k} in {{{', '.join(map(str, sorted(v, key=str)))}}}"
+                for k, v in sorted(cond.items())
+                if k not in self.fixed and k in self._dims_by_name
+            )
+            lines.append(f"  {name}: {dim.describe()}" + (f"  (when {when})" if when else ""))
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------------- internals
+
+    def _entries(self) -> list[str]:
+        return [d.name for d in self.dims] + list(self.fixed)
+
+    def _defaults(self) -> dict[str, Any]:
+        entries = set(self._entries())
+        return {k: v for k, v in RULE_DEFAULTS.items() if k not in entries}
+
+    def _active(self, name: str, values: Mapping[str, Any]) -> bool:
+        conds = self._conditions[name]
+        return all(key in values and values[key] in allowed for key, allowed in conds.items())
+
+    def _build_conditions(self, where: str, name: str) -> dict[str, frozenset[Any]]:
+        entries = set(self._entries())
+        conds: dict[str, frozenset[Any]] = {}
+        for key, allowed in RULES.get(name, {}).items():
+            if key in entries or key in RULE_DEFAULTS:
+                conds[key] = allowed
+            else:
+                raise ConfigError(
+                    f"{where}: {name} only applies when {key} is one of "
+                    f"{', '.join(sorted(allowed))}; add {key} to dims or fixed"
+                )
+        dim = self._dims_by_name.get(name)
+        for key, values in _items(dim.when) if dim is not None else ():
+            if key not in entries:
+                raise ConfigError(
+                    f"{where}: dimension {name!r} has a condition on {key!r}, which the space "
+                    f"neither searches nor fixes; it has: {', '.join(sorted(entries))}"
+                )
+            if key == name:
+                raise ConfigError(f"{where}: dimension {name!r} has a condition on itself")
+            if key in FIELDS:
+                for v in values:
+                    problem = check_value(FIELDS[key], v)
+                    if problem:
+                        raise ConfigError(f"{where}: {name}.when.{key} {problem}")
+            conds[key] = conds.get(key, frozenset(values)) & frozenset(values)
+        return conds
+
+    def _topological_order(
+        self, where: str, conditions: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[str, ...]:
+        entries = self._entries()
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, chain: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = " -> ".join((*chain, name))
+                raise ConfigError(f"{where}: conditions form a cycle: {cycle}")
+            state[name] = 1
+            for dep in conditions[name]:
+                if dep in conditions:
+                    visit(dep, (*chain, name))
+            state[name] = 2
+            order.append(name)
+
+        for name in entries:
+            visit(name, ())
+        return tuple(order)
+
+    def _possible(self, name: str) -> frozenset[Any] | None:
+        """The values ``name`` can take in this space (``None``: unbounded)."""
+        if name in self.fixed:
+            return frozenset([self.fixed[name]])
+        dim = self._dims_by_name.get(name)
+        if isinstance(dim, Choice):
+            return frozenset(dim.values)
+        if dim is None and name in RULE_DEFAULTS:
+            return frozenset([RULE_DEFAULTS[name]])
+        return None
+
+    def _can_be(self, name: str, value: Any) -> bool:
+        possible = self._possible(name)
+        return possible is not None and value in possible
+
+    def _check_reachable(self, where: str) -> None:
+        for name, conds in self._conditions.items():
+            for key, allowed in conds.items():
+                possible = self._possible(key)
+                if possible is not None and not (possible & allowed):
+                    what = "dimension" if name in self._dims_by_name else "fixed value"
+                    raise ConfigError(
+                        f"{where}: {what} {name!r} never applies: it needs {key} in "
+                        f"{{{', '.join(sorted(map(str, allowed)))}}}, but {key} can only be "
+                        f"{', '.join(sorted(map(str, possible)))}"
+                    )
+
+    def _walk(
+        self,
+        index: int,
+        values: dict[str, Any],
+        params: dict[str, Any],
+        first_only: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        order = self._order
+        while index < len(order) and (
+            not self._active(order[index], values) or order[index] not in self._dims_by_name
+        ):
+            name = order[index]
+            if self._active(name, values):
+                values = {**values, name: self.fixed[name]}
+            index += 1
+        if index == len(order):
+            yield dict(params)
+            return
+        name = order[index]
+        dim = self._dims_by_name[name]
+        if first_only:
+            choices: list[Any] = [dim.values[0] if isinstance(dim, Choice) else dim.low]
+        else:
+            choices = dim.grid_values()
+        for value in choices:
+            yield from self._walk(
+                index + 1, {**values, name: value}, {**params, name: value}, first_only
+            )
+
+
+def _check_dimension(where: str, dim: Dimension) -> None:
+    spec = FIELDS.get(dim.name)
+    if spec is None:
+        hint = f" ({FIXED_ONLY[dim.name]}; put it in fixed)" if dim.name in FIXED_ONLY else ""
+        raise ConfigError(
+            f"{where}: unknown dimension {dim.name!r}{hint}; searchable fields: "
+            + ", ".join(FIELDS)
+        )
+    if isinstance(dim, Choice):
+        for value in dim.values:
+            problem = check_value(spec, value)
+            if problem:
+                raise ConfigError(f"{where}: {dim.name} choice {problem}")
+        return
+    wanted = IntRange if spec.kind is int else FloatRange if spec.kind is float else Choice
+    if not isinstance(dim, wanted):
+        kind = {IntRange: "int", FloatRange: "float", Choice: "choice"}[wanted]
+        raise ConfigError(
+            f"{where}: {dim.name} is {spec.describe()}; give it type {kind!r} or 'choice'"
+        )
+    for attr in ("low", "high"):
+        problem = check_value(spec, getattr(dim, attr))
+        if problem:
+            raise ConfigError(f"{where}: {dim.name}.{attr} {problem}")
+

@@ -1,0 +1,162 @@
+"""`npas search --resume` after the controller was SIGKILLed: completed trials are kept
+as they were, trials left running are failed and retried once, nothing is duplicated."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from allocator.search import StudyStore
+from tests.conftest import REPO, kill_processes_under
+
+NPAS = str(Path(sys.executable).with_name("npas"))
+SPACE = """
+fixed: {method: ssn, downsample: slice}
+dims:
+  budget: {type: float, low: 0.2, high: 1.0, log: true}
+  mapping: [single, type, roundrobin]
+  groups: {low: 2, high: 3, when: {mapping: [roundrobin]}}
+  upsample: [repeat, inter]
+"""
+
+
+def _states(db: Path) -> list[str]:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return [r[0] for r in conn.execute("SELECT state FROM npas_results")]
+    except sqlite3.Error:
+        return []
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_no_completed_trial_and_duplicates_none(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = tmp_path / "npas.db"
+    url = f"sqlite:///{db}"
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    ray_tmp = Path(f"/tmp/npas-k-{secrets.token_hex(4)}")  # this test's own Ray processes
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO)}
+    command = [
+        NPAS, "search", "--study", "r", "--model", "cnn1d", "--data", "mnist1d",
+        "--storage", url, "--space", str(space), "--trials", "6", "--concurrency", "2",
+        "--epochs", "1", "--data-size", "1500", "--max-steps-per-epoch", "25",
+    ]
+    try:
+        with open(tmp_path / "first.err", "w") as err:
+            first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            deadline = time.monotonic() + 180
+            while _states(db).count("complete") < 2 or "running" not in _states(db):
+                assert first.poll() is None, (tmp_path / "first.err").read_text()[-2000:]
+                assert time.monotonic() < deadline, "the first run never got 2 trials done"
+                time.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
+        kill_processes_under(str(ray_tmp))  # the local Ray the killed controller started
+
+        with StudyStore(url, must_exist=True) as store:
+            before = store.load_study("r").get_trials()
+            rows_before = {r["trial_number"]: r for r in store.results("r")}
+        done_before = {t.number: t for t in before if t.state.name == "COMPLETE"}
+        running_before = [t.number for t in before if t.state.name == "RUNNING"]
+        assert len(done_before) >= 2 and running_before
+
+        resumed = subprocess.run(
+            [NPAS, "search", "--study", "r", "--resume", "--storage", url],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+        with StudyStore(url, must_exist=True) as store:
+            after = store.load_study("r").get_trials()
+            rows = {r["trial_number"]: r for r in store.results("r")}
+        by_number = {t.number: t for t in after}
+        # every trial completed before the kill is still there, unchanged
+        for number, trial in done_before.items():
+            assert by_number[number].state.name == "COMPLETE"
+            assert by_number[number].values == trial.values
+            assert by_number[number].params == trial.params
+            assert rows[number]["val_accuracy"] == rows_before[number]["val_accuracy"]
+        # every trial left running was failed as interrupted; one that had reached a
+        # worker is retried exactly once (one killed before it did never ran: not retried)
+        for number in running_before:
+            assert by_number[number].state.name == "FAIL"
+            assert by_number[number].user_attrs["npas_interrupted"] is True
+            retries = [t for t in after if t.user_attrs.get("npas_retry_of") == number]
+            assert len(retries) == (1 if "npas_config" in by_number[number].user_attrs else 0)
+            for retry in retries:
+                assert retry.params == by_number[number].params and retry.state.is_finished()
+            if number in rows:  # a row exists once the trial was handed to a worker
+                assert rows[number]["state"] == "failed"
+                assert "interrupted" in rows[number]["failure_reason"]
+        assert any("npas_config" in by_number[n].user_attrs for n in running_before)
+        # the resumed sampler does not replay the first run's draws
+        fresh = [t.params for t in after if t.number > max(before, key=lambda t: t.number).number
+                 and "npas_retry_of" not in t.user_attrs]
+        assert not [p for p in fresh if p in [t.params for t in before]]
+        # six trials count, none twice: one row per Optuna trial, nothing left running
+        counted = [t for t in after if t.state.is_finished()
+                   and not t.user_attrs.get("npas_interrupted")]
+        assert len(counted) == 6
+        assert set(rows) <= set(by_number)
+        assert set(by_number) - set(rows) <= set(running_before)  # asked, never handed out
+        assert not [t for t in after if not t.state.is_finished()]
+        assert {r["state"] for r in rows.values()} <= {"complete", "failed"}
+    finally:
+        kill_processes_under(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_recover_retries_what_ran_once_and_owes_retries_that_never_ran(tmp_path):
+    from allocator.search._recovery import counted, recover
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with StudyStore(f"sqlite:///{tmp_path / 'npas.db'}") as store:
+        store.initialise()
+        study = optuna.create_study(storage=store.optuna_storage, study_name="s",
+                                    directions=["maximize", "minimize"])
+        from allocator.search._table import row_for
+
+        # killed between telling Optuna and writing the final row: the row says running
+        done = study.ask({"budget": optuna.distributions.FloatDistribution(0.1, 1.0)})
+        store.write_result(row_for(study="s", trial_number=done.number, trial_id=done._trial_id,
+                                   state="running", config={"budget": 0.5}))
+        done.set_user_attr("npas_result", {"status": "complete", "val_accuracy": 0.5,
+                                           "trainable_params": 10, "config": {"budget": 0.5}})
+        done.set_user_attr("npas_worker", {"pid": 7, "started_at": 100.0, "finished_at": 102.5})
+        done.set_user_attr("npas_host", "h")
+        study.tell(done, [0.5, 10])
+        ran = study.ask({"budget": optuna.distributions.FloatDistribution(0.1, 1.0)})
+        ran.set_user_attr("npas_config", {"budget": ran.params["budget"]})
+        never = study.ask({"budget": optuna.distributions.FloatDistribution(0.1, 1.0)})
+        study.enqueue_trial({"budget": 0.3}, user_attrs={"npas_retry_of": 99})
+        owed = study.ask({"budget": optuna.distributions.FloatDistribution(0.1, 1.0)})
+        study.enqueue_trial({"budget": 0.4}, user_attrs={"npas_retry_of": 98})
+        spent = study.ask({"budget": optuna.distributions.FloatDistribution(0.1, 1.0)})
+        spent.set_user_attr("npas_config", {"budget": 0.4})
+
+        failed = recover(study, store, reason="stopped")
+
+        assert failed == [ran.number, never.number, owed.number, spent.number]
+        trials = study.get_trials()
+        assert trials[done.number].state.name == "COMPLETE" and counted(trials[done.number])
+        assert not any(counted(trials[n]) for n in failed)
+        waiting = [t for t in trials if t.state.name == "WAITING"]
+        assert sorted((t.user_attrs["npas_retry_of"], t.system_attrs["fixed_params"]["budget"])
+                      for t in waiting) == sorted([(ran.number, ran.params["budget"]), (99, 0.3)])
+        rows = {r["trial_number"]: r for r in store.results("s")}
+        assert rows[done.number]["state"] == "complete"
+        assert (rows[done.number]["val_accuracy"], rows[done.number]["duration_s"],
+                rows[done.number]["worker_pid"], rows[done.number]["host"]) == (0.5, 2.5, 7, "h")
+        assert rows[ran.number]["failure_reason"] == "interrupted: stopped; queued again"
+        assert rows[spent.number]["failure_reason"] == "interrupted: stopped"
