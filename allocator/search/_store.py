@@ -228,7 +228,9 @@ class StudyStore:
         query = sa.select(RESULTS).where(RESULTS.c.study == study)
         if state is not None:
             query = query.where(RESULTS.c.state == state)
-        query = query.order_by(order.nulls_last(), RESULTS.c.trial_number)
+        # NULLs last, portably (MySQL and MariaDB have no NULLS LAST)
+        nulls = sa.case((column.is_(None), 1), else_=0)
+        query = query.order_by(nulls, order, RESULTS.c.trial_number)
         if not self.exists():
             return []
         with self._errors("read"), self._engine.connect() as conn:
