@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast lint demo bench bench-step bench-methods bench-controller clean
 
 install: $(VENV)/.installed
 
@@ -30,8 +30,17 @@ test-fast: install
 demo: install
 	$(VENV)/bin/npas demo
 
-bench: install
+# Each benchmark writes benchmarks/results/*.json; README's tables come from them.
+bench: bench-step bench-methods bench-controller
+
+bench-step: install
 	$(PY) benchmarks/bench_step.py
+
+bench-methods: install
+	$(PY) benchmarks/bench_methods.py
+
+bench-controller: install
+	$(PY) benchmarks/bench_controller.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
