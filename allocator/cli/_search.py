@@ -75,6 +75,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="options",
                    help="any other trial-config field for every trial, e.g. --set "
                         "optimizer=adamw (repeatable; JSON values)")
+    p.add_argument("--max-retries", type=int, metavar="N",
+                   help="run a trial whose worker process died up to N more times before "
+                        "it is recorded as failed (default: 1)")
+    p.add_argument("--db-timeout", type=float, metavar="SECONDS",
+                   help="how long the study store may stay unreachable while the search "
+                        "retries with backoff, before it stops (default: 300)")
     p.add_argument("--resume", action="store_true",
                    help="continue the study: keep completed trials, retry those left running once")
     p.set_defaults(func=run_from_args)
@@ -99,7 +105,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user typed (``None`` flags are left to defaults or the study)."""
     names = ("model", "data", "space", "trials", "concurrency", "epochs", "seed", "sampler",
              "objective", "ray_address", "cpus_per_trial", "gpus_per_trial", "keep_models",
-             "artifacts")
+             "artifacts", "max_retries", "db_timeout")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     options = {n: getattr(args, n) for n in _TRIAL_FLAGS if getattr(args, n, None) is not None}
     options.update(parse_options(getattr(args, "options", None) or []))

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from allocator._errors import ConfigError
@@ -27,6 +28,7 @@ from allocator.search._objectives import Objective, make_sampler, objectives, va
 from allocator.search._pool import WorkerPool
 from allocator.search._progress import SearchStatus
 from allocator.search._query import pareto_front
+from allocator.search._retry import DatabaseRetry
 from allocator.search._settings import SearchSettings
 from allocator.search._store import StudyStore
 from allocator.search._table import row_for
@@ -46,6 +48,7 @@ Progress = Callable[[SearchStatus], None]
 ATTR_CONFIG, ATTR_RESULT, ATTR_REASON = "npas_config", "npas_result", "npas_failure_reason"
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_WORKER = "npas_worker"  # pid and Unix start/end times of the run on its worker
+ATTR_ATTEMPTS = "npas_attempts"  # runs of the trial, when its worker died under it
 _MAX_ATTR_CHARS = 60_000  # MySQL TEXT holds 64 KiB
 _TICK_S = 1.0
 
@@ -104,6 +107,8 @@ class _Running:
     trial: optuna.Trial
     worker: Any
     config: dict[str, Any]
+    keep: bool = False
+    attempts: int = 1  # runs so far: a run whose worker died is retried (--max-retries)
 
 
 class _Search:
@@ -164,11 +169,12 @@ class _Search:
             self.pool.start()
             # --- everything is valid: the first write happens here
             store.initialise()
+            self.db = DatabaseRetry(self.s.db_timeout, store.masked_url)
             study = self._open_study(store, space, objs, art_dir)
             self.art_store = _artifacts.open_store(art_dir) if art_dir else None
             with store._errors("write to"):  # a database lost mid-search: one line, not a trace
                 self._loop(store, study, space, objs, grid)
-            pareto = pareto_front(store, self.s.study)
+            pareto = self.db.call(lambda: pareto_front(store, self.s.study), "read the results")
         finally:
             self.pool.stop()
             if cluster is not None:
@@ -255,8 +261,9 @@ class _Search:
         try:
             while True:
                 while self.pool.idle and done + len(self.inflight) < target:
-                    if grid_queue and not _n_waiting(study):
-                        study.enqueue_trial(grid_queue.pop())
+                    if grid_queue and not self.db.call(lambda: _n_waiting(study), "read"):
+                        params = grid_queue.pop()
+                        self.db.call(partial(study.enqueue_trial, params), "queue a trial")
                     if not self._launch(store, study, space, keep):
                         done += 1
                 self._report(store, done)
@@ -264,8 +271,8 @@ class _Search:
                     break
                 ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=_TICK_S)
                 for ref in ready:
-                    self._finish(store, study, objs, ref)
-                    done += 1
+                    if self._finish(store, study, objs, ref):
+                        done += 1
         except BaseException:
             self._interrupt(store, study)
             raise
@@ -274,32 +281,54 @@ class _Search:
 
     def _launch(self, store: StudyStore, study: optuna.Study, space: SearchSpace, keep: bool) -> bool:
         """Start one trial on an idle worker; ``False`` if its params made no config."""
-        trial = study.ask()
+        db = self.db
+        trial = db.call(study.ask, "ask for a trial")
         retry_of = trial.user_attrs.get(ATTR_RETRY_OF)
         try:
-            params = space.suggest(trial)
+            params = db.call(lambda: space.suggest(trial), "record a trial's parameters")
             config = {**self.s.base_config(), **space.to_config(params)}
         except ConfigError as exc:
-            trial.set_user_attr(ATTR_REASON, str(exc))
-            study.tell(trial, state=_state("FAIL"))
-            store.write_result(
-                row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
-                        state="failed", failure_reason=str(exc), retry_of=retry_of)
-            )
+            db.call(partial(trial.set_user_attr, ATTR_REASON, str(exc)), "record a trial")
+            self._tell(study, trial, state=_state("FAIL"))
+            row = row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
+                          state="failed", failure_reason=str(exc), retry_of=retry_of)
+            db.call(lambda: store.write_result(row), "record a trial")
             self.counts["failed"] += 1
             return False
-        trial.set_user_attr(ATTR_CONFIG, config)
-        store.write_result(
-            row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
-                    state="running", config=config, retry_of=retry_of,
-                    started_at=_utcnow())
-        )
+        db.call(lambda: trial.set_user_attr(ATTR_CONFIG, config), "record a trial")
+        row = row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
+                      state="running", config=config, retry_of=retry_of, started_at=_utcnow())
+        db.call(lambda: store.write_result(row), "record a trial")
         worker = self.pool.take()
         ref = worker.run.remote(config, keep)
-        self.inflight[ref] = _Running(trial, worker, config)
+        self.inflight[ref] = _Running(trial, worker, config, keep)
         return True
 
-    def _finish(self, store: StudyStore, study: optuna.Study, objs: list[Objective], ref: Any) -> None:
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, values: Any = None,
+              state: Any = None) -> None:
+        """``study.tell``, retried; a tell whose answer was lost is not repeated."""
+
+        def finished() -> bool:
+            return bool(study._storage.get_trial(trial._trial_id).state.is_finished())
+
+        self.db.call(lambda: study.tell(trial, values, state=state), "record a finished trial",
+                     already=finished)
+
+    def _retry_run(self, run: _Running, lost: str) -> bool:
+        """The worker died under ``run``: run it again on a new worker if retries are left."""
+        self.pool.replace(run.worker)
+        if run.attempts > self.s.max_retries:
+            return False
+        logger.warning("trial %d: %s; running it again (attempt %d of %d)", run.trial.number,
+                       lost, run.attempts + 1, self.s.max_retries + 1)
+        self.last = f"trial {run.trial.number} lost its worker; running it again"
+        worker = self.pool.take()
+        ref = worker.run.remote(run.config, run.keep)
+        self.inflight[ref] = dataclasses.replace(run, worker=worker, attempts=run.attempts + 1)
+        return True
+
+    def _finish(self, store: StudyStore, study: optuna.Study, objs: list[Objective], ref: Any) -> bool:
+        """Record the trial ``ref`` ran; ``False`` if it was handed to a new worker instead."""
         import ray
 
         run = self.inflight.pop(ref)
@@ -308,8 +337,11 @@ class _Search:
             self.pool.give_back(run.worker)
         except ray.exceptions.RayError as exc:  # the worker or its node died
             lost = f"worker lost: {' '.join(str(exc).split())[:300]}"
+            if self._retry_run(run, lost):
+                return False
+            if run.attempts > 1:
+                lost = f"worker lost on each of {run.attempts} attempts; last: {lost[13:]}"
             out = {"result": {"status": "failed", "failure_reason": lost}}
-            self.pool.replace(run.worker)
         result = dict(out["result"])
         status = str(result.get("status", "failed"))
         values: list[float] | str | None = None
@@ -319,20 +351,26 @@ class _Search:
                 status, result["failure_reason"] = "failed", values
         reason: str | None = result.get("failure_reason")
         trial = run.trial
-        trial.set_user_attr(ATTR_RESULT, _compact(result))
-        trial.set_user_attr("npas_host", out.get("host"))
-        trial.set_user_attr("npas_node_id", out.get("node_id"))
-        trial.set_user_attr(
-            ATTR_WORKER, {k: out.get(k) for k in ("pid", "started_at", "finished_at")}
-        )
+        attrs: dict[str, Any] = {
+            ATTR_RESULT: _compact(result),
+            "npas_host": out.get("host"),
+            "npas_node_id": out.get("node_id"),
+            ATTR_WORKER: {k: out.get(k) for k in ("pid", "started_at", "finished_at")},
+        }
         if reason:
-            trial.set_user_attr(ATTR_REASON, str(reason))
+            attrs[ATTR_REASON] = str(reason)
+        if run.attempts > 1:
+            attrs[ATTR_ATTEMPTS] = run.attempts
+        for key, value in attrs.items():
+            self.db.call(partial(trial.set_user_attr, key, value), "record a finished trial")
         if status == "complete" and isinstance(values, list):
             if self.art_store is not None and out.get("model") is not None and (
                 self.s.keep_models == "all" or _on_front(values, self.points, objs)
             ):
-                _artifacts.keep(self.art_store, trial, out["model"])
-            study.tell(trial, values)
+                keep = partial(_artifacts.keep, self.art_store, trial, out["model"])
+                self.db.call(keep,
+                             "keep a trial's weights")
+            self._tell(study, trial, values)
             self.points.append(values)
             self._pareto_size = _front_size(self.points, objs)
             self.last = f"trial {trial.number} complete: " + " ".join(
@@ -340,20 +378,20 @@ class _Search:
             )
         else:
             status = "pruned" if status == "pruned" else "failed"
-            study.tell(trial, state=_state("PRUNED" if status == "pruned" else "FAIL"))
+            self._tell(study, trial, state=_state("PRUNED" if status == "pruned" else "FAIL"))
             self.last = f"trial {trial.number} {status}" + (f": {reason}" if reason else "")
         self.counts[status] += 1
         started, finished = out.get("started_at"), out.get("finished_at")
-        store.write_result(
-            row_for(
-                study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
-                state=status, config=result.get("config") or run.config, result=result,
-                started_at=_utc(started), finished_at=_utc(finished),
-                duration_s=(finished - started) if started and finished else None,
-                host=out.get("host"), node_id=out.get("node_id"), worker_pid=out.get("pid"),
-                failure_reason=reason,
-            )
+        row = row_for(
+            study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
+            state=status, config=result.get("config") or run.config, result=result,
+            started_at=_utc(started), finished_at=_utc(finished),
+            duration_s=(finished - started) if started and finished else None,
+            host=out.get("host"), node_id=out.get("node_id"), worker_pid=out.get("pid"),
+            failure_reason=reason,
         )
+        self.db.call(lambda: store.write_result(row), "record a finished trial")
+        return True
 
     # ------------------------------------------------------------- bookkeeping
 

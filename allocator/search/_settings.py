@@ -64,6 +64,8 @@ class SearchSettings:
     trial_options: Mapping[str, Any] = field(default_factory=dict)
     runner: str = DEFAULT_RUNNER
     verbose: bool = False
+    max_retries: int = 1  # runs more of a trial whose worker died, before it is failed
+    db_timeout: float = 300.0  # seconds the study store may stay unreachable
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trial_options", MappingProxyType(dict(self.trial_options)))
@@ -93,6 +95,11 @@ class SearchSettings:
             raise ConfigError(f"cpus_per_trial must be > 0, got {self.cpus_per_trial!r}")
         if not (_number(self.gpus_per_trial) and self.gpus_per_trial >= 0):
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial!r}")
+        mr = self.max_retries
+        if isinstance(mr, bool) or not isinstance(mr, int) or mr < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {mr!r}")
+        if not (_number(self.db_timeout) and self.db_timeout > 0):
+            raise ConfigError(f"db_timeout must be a number of seconds > 0, got {self.db_timeout!r}")
         for key in self.trial_options:
             if key in _OWN_FIELDS:
                 raise ConfigError(
