@@ -22,6 +22,8 @@ _COMMANDS: tuple[str, ...] = (
     "allocator.cli._search",
     "allocator.cli._query",
     "allocator.cli._demo",
+    "allocator.cli._dashboard",
+    "allocator.cli._report",
 )
 
 
