@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install test test-fast lint demo bench bench-step bench-methods bench-controller clean
+.PHONY: install test test-fast lint demo bench bench-step bench-methods bench-controller bench-plots clean
 
 install: $(VENV)/.installed
 
@@ -31,7 +31,7 @@ demo: install
 	$(VENV)/bin/npas demo
 
 # Each benchmark writes benchmarks/results/*.json; README's tables come from them.
-bench: bench-step bench-methods bench-controller
+bench: bench-step bench-methods bench-controller bench-plots
 
 bench-step: install
 	$(PY) benchmarks/bench_step.py
@@ -41,6 +41,9 @@ bench-methods: install
 
 bench-controller: install
 	$(PY) benchmarks/bench_controller.py
+
+bench-plots: install
+	$(PY) benchmarks/bench_plots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

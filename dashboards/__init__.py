@@ -13,7 +13,7 @@ Example:
 """
 
 from dashboards._pareto import hypervolume, hypervolume_history, pareto_mask
-from dashboards._plots import PLOT_SUFFIXES, plot_pareto, plot_pareto_data
+from dashboards._plots import PLOT_SUFFIXES, check_plot_path, plot_pareto, plot_pareto_data
 from dashboards._report import Report, write_report
 from dashboards._server import DashboardServer
 from dashboards._store import StudyData, load_study, load_trials, mask_url, resolve_url
@@ -23,6 +23,7 @@ __all__ = [
     "DashboardServer",
     "Report",
     "StudyData",
+    "check_plot_path",
     "hypervolume",
     "hypervolume_history",
     "load_study",

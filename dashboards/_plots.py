@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from dashboards._store import StudyData
 
-__all__ = ["PLOT_SUFFIXES", "plot_pareto", "plot_pareto_data"]
+__all__ = ["PLOT_SUFFIXES", "check_plot_path", "plot_pareto", "plot_pareto_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,13 @@ def plot_pareto(storage: str | None, study_name: str, path: str | Path) -> Path:
     """
     from dashboards._store import load_trials
 
-    out = _check_path(path)
+    out = check_plot_path(path)
     return plot_pareto_data(load_trials(storage, study_name), out)
 
 
 def plot_pareto_data(data: StudyData, path: str | Path) -> Path:
     """:func:`plot_pareto` for a study already read (:func:`dashboards.load_trials`)."""
-    out = _check_path(path)
+    out = check_plot_path(path)
     view = PlotView.of(data)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".html":
@@ -84,7 +84,8 @@ def plot_pareto_data(data: StudyData, path: str | Path) -> Path:
     return out
 
 
-def _check_path(path: str | Path) -> Path:
+def check_plot_path(path: str | Path) -> Path:
+    """``path`` as a Path, or :class:`allocator.ConfigError` if its suffix draws nothing."""
     out = Path(path)
     if out.suffix.lower() not in PLOT_SUFFIXES:
         raise ConfigError(

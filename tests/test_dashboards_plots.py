@@ -121,3 +121,34 @@ def test_three_objectives_mark_the_full_front_and_join_the_two_way_one(tmp_path:
     assert view.n_front == int(data.frame["pareto"].sum())
     assert len(view.front_x) <= view.n_front  # the accuracy/params front is within the full one
     assert "step_time_s" in view.points["hover"].iloc[0]
+
+
+def test_npas_pareto_plot_writes_the_files_and_prints_the_same_front(
+    study_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from allocator.cli import main
+
+    html, png = tmp_path / "out" / "front.html", tmp_path / "front.png"
+    code = main(["pareto", "s", "--storage", study_url, "--plot", str(html), "--plot", str(png)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"wrote {html}" in out and f"wrote {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = {int(line.split()[0]) for line in out.splitlines()[1:] if line.split()[0].isdigit()}
+    frame = load_trials(study_url, "s").frame
+    front = set(frame.loc[frame["pareto"], "trial_number"].astype(int))
+    assert printed == front and len(front) >= 3
+    page = html.read_text()
+    assert all(f'"trial {n}' in page for n in front)
+
+
+def test_npas_pareto_refuses_a_bad_plot_suffix_before_printing(
+    study_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from allocator.cli import main
+
+    code = main(["pareto", "s", "--storage", study_url, "--plot", str(tmp_path / "x.gif")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "plot path must end in one of .html" in err
+    assert list(tmp_path.iterdir()) == []

@@ -48,3 +48,25 @@ def test_lower_layers_do_not_import_upper_ones() -> None:
         assert "dashboards" not in imported
         assert not any(m.startswith(("allocator.search", "allocator.cli")) for m in imported), package
     assert "trials" not in _imports("search_spaces")
+
+
+def test_dashboards_read_the_store_and_nothing_else_of_ours() -> None:
+    """Of our packages, dashboards import only the core's error types (so that the CLI
+    maps their errors to exit status 2); the store is read through SQLAlchemy/Optuna."""
+    ours: set[str] = set()
+    for path in (ROOT / "dashboards").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.split(".")[0] in ("allocator", "trials", "search_spaces"):
+                    ours.add(node.module)
+            elif isinstance(node, ast.Import):
+                ours |= {a.name for a in node.names
+                         if a.name.split(".")[0] in ("allocator", "trials", "search_spaces")}
+    assert ours == {"allocator._errors"}
+    code = (
+        "import sys, dashboards; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'trials', 'search_spaces', 'ray'})"
+        " + [m for m in sys.modules if m.startswith(('allocator.search', 'allocator.cli'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -71,6 +71,9 @@ def register(subparsers: Any) -> None:
     storage_flag(p)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="output format (default: table)")
+    p.add_argument("--plot", action="append", default=[], metavar="PATH",
+                   help="also draw accuracy against parameters to PATH: .html (interactive, "
+                        "plotly) or .png, .svg, .pdf (static, matplotlib); repeatable")
     p.set_defaults(func=_pareto)
 
     p = subparsers.add_parser(
@@ -132,12 +135,24 @@ def applicable(row: dict[str, Any]) -> dict[str, Any]:
 def _pareto(args: argparse.Namespace) -> int:
     from allocator.search import StudyStore, pareto_front
 
+    if args.plot:
+        from dashboards import check_plot_path
+
+        for path in args.plot:  # a bad suffix fails before anything is read or written
+            check_plot_path(path)
     with StudyStore(args.storage, must_exist=True) as store:
         rows = pareto_front(store, args.study)
     columns = _PARETO_COLUMNS if args.format == "table" else tuple(rows[0]) if rows else ()
     if args.format == "table":
         rows = [applicable(r) for r in rows]
     sys.stdout.write(format_rows(rows, columns, args.format))
+    if args.plot:
+        from dashboards import load_trials, plot_pareto_data
+
+        data = load_trials(args.storage, args.study)
+        for path in args.plot:
+            out = plot_pareto_data(data, path)
+            print(f"wrote {out}", file=sys.stderr if args.format != "table" else sys.stdout)
     return 0
 
 
