@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import warnings
 from typing import IO, Any, cast
 
 import torch
@@ -93,31 +95,72 @@ def load(f: str | os.PathLike[str] | IO[bytes], model: nn.Module, *,
     The file is read with ``torch.load(weights_only=True)``. A corrupt, truncated or
     foreign file raises :class:`allocator.CheckpointError`.
     """
+    name = _name(f)
     try:
-        data = torch.load(f, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            data = torch.load(f, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {f!s} does not exist") from None
+        raise CheckpointError(f"checkpoint {name} does not exist") from None
     except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {f!s}: {first}") from None
+        raise CheckpointError(f"cannot read checkpoint {name}: {_why_unreadable(exc)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{f!s} is not an npas SSN checkpoint (saved by allocator.save)")
+        raise CheckpointError(
+            f"{name} is not an npas SSN checkpoint: it holds {_kind(data)}, not the "
+            f"dictionary allocator.save writes (format {FORMAT!r})"
+        )
     if data.get("version") != VERSION:
         raise CheckpointError(
-            f"{f!s} has SSN checkpoint version {data.get('version')!r}; this npas reads {VERSION}"
+            f"{name} has SSN checkpoint version {data.get('version')!r}; this npas reads {VERSION}"
         )
     state = data.get("state_dict")
     try:
         plan = Plan.from_dict(state["_extra_state"]["npas_plan"])  # type: ignore[index]
     except (KeyError, TypeError):
-        raise CheckpointError(f"{f!s} carries no npas allocation") from None
+        raise CheckpointError(f"{name} carries no npas allocation") from None
     try:
         ssn = SSN(model, plan, init=False)
-    except (AttributeError, KeyError) as exc:
-        raise CheckpointError(f"{f!s} does not fit this model: {exc}") from None
+    except (AttributeError, KeyError, CheckpointError) as exc:
+        raise CheckpointError(f"{name} does not fit this model: {exc}") from None
     try:
         ssn.load_state_dict(state)  # type: ignore[arg-type]
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
-        raise CheckpointError(f"{f!s} does not fit this model: {' '.join(lines[:2])}") from None
+        raise CheckpointError(f"{name} does not fit this model: {' '.join(lines[:2])}") from None
     return ssn
+
+
+def _name(f: object) -> str:
+    """How a checkpoint is named in messages: its path, else the stream's name."""
+    if isinstance(f, (str, os.PathLike)):
+        return str(f)
+    stream_name = getattr(f, "name", None)
+    return str(stream_name) if isinstance(stream_name, (str, os.PathLike)) else "(stream)"
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a file."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (
+            f"it holds a Python object ({refused.group(1)}), not only tensors; npas loads "
+            "checkpoints with weights_only=True and never unpickles arbitrary objects"
+        )
+    if "Weights only load failed" in text or isinstance(exc, EOFError) or not text.strip():
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+        reason = f" ({' '.join(detail.group(1).split())})" if detail else ""
+        return (
+            f"not a checkpoint saved by allocator.save: corrupt, truncated or not a "
+            f"PyTorch file{reason}"
+        )
+    first = text.strip().splitlines()[0]
+    sentence = first.split(". ")[0].rstrip(".")
+    return f"corrupt or truncated ({sentence})"
+
+
+def _kind(data: object) -> str:
+    if isinstance(data, dict):
+        keys = ", ".join(repr(k) for k in list(data)[:3])
+        return f"a dictionary of {len(data)} entries ({keys}{', ...' if len(data) > 3 else ''})"
+    return f"a {type(data).__name__}"

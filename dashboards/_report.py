@@ -73,14 +73,14 @@ def write_report(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out must be a directory, got the file {str(folder)!r}")
-    folder.mkdir(parents=True, exist_ok=True)
-    report = Report(study=study_name, out=folder, html=folder / "index.html",
-                    markdown=folder / "report.md")
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial is not None and trial not in trials:
         raise ConfigError(
             f"study {study_name!r} has no trial {trial}; it has 0..{max(trials, default=-1)}"
         )
+    folder.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
+    report = Report(study=study_name, out=folder, html=folder / "index.html",
+                    markdown=folder / "report.md")
     blocks: list[Block] = []
     blocks += _summary(data, trials)
     blocks += _pareto_section(data, report)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from allocator._errors import ConfigError, StorageError
+from allocator._storage_url import DEFAULT_STORAGE, mask_url, resolve_url
 
 if TYPE_CHECKING:
     import optuna
@@ -30,40 +30,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_STORAGE", "StudyData", "load_study", "load_trials", "mask_url", "resolve_url"]
 
-DEFAULT_STORAGE = "sqlite:///npas.db"
 logger = logging.getLogger(__name__)
 
-ENV_STORAGE = "NPAS_STORAGE"
 RESULTS_TABLE = "npas_results"
 _CONNECT_TIMEOUT_S = 5
 
 #: Optuna's trial states as ``npas_results`` spells them.
 _STATES = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned",
            "RUNNING": "running", "WAITING": "waiting"}
-
-
-def resolve_url(url: str | None) -> str:
-    """``url``, else ``$NPAS_STORAGE``, else ``sqlite:///npas.db``.
-
-    Example:
-        >>> resolve_url("sqlite:///x.db")
-        'sqlite:///x.db'
-    """
-    return url or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
-
-
-def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***`` (safe to print).
-
-    Example:
-        >>> mask_url("postgresql+psycopg://ann:secret@db/npas")
-        'postgresql+psycopg://ann:***@db/npas'
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        text = str(url)
-        return text.split("://", 1)[0] + "://..." if "://" in text else "<invalid URL>"
 
 
 def check_store(url: str | None) -> str:
@@ -80,6 +54,11 @@ def check_store(url: str | None) -> str:
         raise StorageError(
             f"storage {shown!r} is not a SQLAlchemy URL; e.g. sqlite:///npas.db"
         ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(
+            f"storage {shown!r}: backend {parsed.get_backend_name()!r} is not supported; use "
+            "sqlite, postgresql or mysql, e.g. sqlite:///npas.db, postgresql+psycopg://user@host/db"
+        )
     if parsed.get_backend_name() == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise StorageError(f"storage {shown!r}: give a SQLite file, e.g. sqlite:///npas.db")
@@ -345,7 +324,8 @@ def _engine(parsed: URL) -> sa.Engine:
         return sa.create_engine(parsed, connect_args=_connect_args(parsed), poolclass=sa.NullPool)
     except Exception as exc:
         raise StorageError(
-            f"storage {mask_url(parsed)!r}: {_first_line(exc, parsed)}"
+            f"storage {mask_url(parsed)!r}: {_first_line(exc, parsed)}; use sqlite, postgresql "
+            "or mysql, e.g. sqlite:///npas.db, postgresql+psycopg://user@host/db"
         ) from None
 
 
@@ -355,6 +335,8 @@ def _first_line(exc: BaseException, parsed: URL) -> str:
     text = lines[0] if lines else type(inner).__name__
     if parsed.password:
         text = text.replace(str(parsed.password), "***")
+    if any(s in text for s in ("Access denied", "password authentication failed")):
+        text += "; check the user name and password in the URL"
     return text
 
 

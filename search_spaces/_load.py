@@ -29,7 +29,7 @@ from allocator._errors import ConfigError
 from search_spaces._dims import Choice, Dimension, FloatRange, IntRange
 from search_spaces._presets import PRESETS
 from search_spaces._space import SearchSpace
-from search_spaces._vocab import FIELDS
+from search_spaces._vocab import FIELDS, FIXED_ONLY
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -165,7 +165,12 @@ def _infer_type(name: str, spec: Mapping[str, Any]) -> str:
     if "values" in spec:
         return "choice"
     field = FIELDS.get(name)
-    if field is not None and field.kind in (int, float):
+    if field is None:
+        hint = f" ({FIXED_ONLY[name]}; put it in fixed)" if name in FIXED_ONLY else ""
+        raise ConfigError(
+            f"unknown dimension {name!r}{hint}; searchable fields: {', '.join(FIELDS)}"
+        )
+    if field.kind in (int, float):
         return field.kind.__name__
     raise ConfigError(f"dims.{name}: give type = choice, int or float")
 

@@ -130,6 +130,39 @@ def test_every_trial_shows_its_config_results_and_kept_weights(
     assert kept >= 1
 
 
+def test_each_trials_accuracy_per_epoch_shows_as_its_intermediate_values(
+    study_detail: dict[str, Any], searched: dict[str, Any]
+) -> None:
+    study = optuna.load_study(study_name="s", storage=searched["url"])
+    curves = 0
+    for shown, trial in zip(study_detail["trials"], study.trials, strict=True):
+        history = (trial.user_attrs.get("npas_result") or {}).get("history") or []
+        expected = [{"step": int(h["epoch"]), "value": h["val_accuracy"]}
+                    for h in history if "val_accuracy" in h]
+        assert shown["intermediate_values"] == expected
+        curves += bool(expected)
+    assert curves >= 3  # every complete trial has its curve
+
+
+def test_the_pareto_plots_are_study_artifacts_served_by_the_dashboard(
+    server: DashboardServer, study_detail: dict[str, Any], searched: dict[str, Any]
+) -> None:
+    kept = {a["filename"]: a for a in study_detail["artifacts"]}
+    assert set(kept) == {"pareto.html", "pareto.png"}
+    base = server.url.removesuffix("/dashboard")
+    html = get_bytes(f"{base}/artifacts/{study_detail['study_id']}/{kept['pareto.html']['artifact_id']}")
+    png = get_bytes(f"{base}/artifacts/{study_detail['study_id']}/{kept['pareto.png']['artifact_id']}")
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert b"plotly" in html and all(f'"trial {n}'.encode() in html for n in searched["pareto"])
+    # drawing them again (a resumed search does) rewrites the same two artifacts in place
+    from allocator.cli._search import attach_plots
+
+    attach_plots(searched["url"], "s", str(searched["artifacts"]))
+    again = optuna.load_study(study_name="s", storage=searched["url"])
+    metas = optuna.artifacts.get_all_artifact_meta(again)
+    assert sorted(m.artifact_id for m in metas) == sorted(a["artifact_id"] for a in kept.values())
+
+
 def test_the_dashboards_pareto_trials_are_npas_pareto(
     study_detail: dict[str, Any], searched: dict[str, Any]
 ) -> None:

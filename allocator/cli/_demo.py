@@ -74,7 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"{settings.concurrency} at a time, study {study!r} in {mask_url(storage)}",
         file=sys.stderr,
     )
-    code = _run(lambda progress: run_search(settings, on_progress=progress))
+    code = _run(lambda progress: run_search(settings, on_progress=progress), storage)
     shown = mask_url(storage)
     print()
     print("look further:")

@@ -82,7 +82,8 @@ def register(subparsers: Any) -> None:
                    help="how long the study store may stay unreachable while the search "
                         "retries with backoff, before it stops (default: 300)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the study: keep completed trials, retry those left running once")
+                   help="continue the study, or join the controllers running it now: keep "
+                        "completed trials, retry once those a stopped controller left running")
     p.set_defaults(func=run_from_args)
 
 
@@ -93,12 +94,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.study:
             raise ConfigError("--resume needs --study NAME (see `npas studies`)")
-        return _run(lambda progress: _resume(args, given, progress))
+        return _run(lambda progress: _resume(args, given, progress), args.storage)
     for flag in ("model", "data"):
         if not getattr(args, flag):
             raise ConfigError(f"--{flag} is required (e.g. --model cnn1d --data mnist1d)")
     study = args.study or f"{args.model}-{args.data}-{_space_stem(args.space or 'default')}"
-    return _run(lambda progress: _new(study, args.storage, given, progress))
+    return _run(lambda progress: _new(study, args.storage, given, progress), args.storage)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,8 +151,9 @@ def _resume(args: argparse.Namespace, given: dict[str, Any], progress: Any) -> A
     return resume_search(args.study, storage=args.storage, on_progress=progress, **given)
 
 
-def _run(search: Any) -> int:
-    """Run a search with the progress line, then print the Pareto table."""
+def _run(search: Any, storage: str | None) -> int:
+    """Run a search with the progress line, print the Pareto table, and keep the Pareto
+    plots beside the kept weights."""
     import optuna
 
     from allocator.cli._query import format_rows
@@ -164,7 +166,30 @@ def _run(search: Any) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print_summary(summary, format_rows)
+    if summary.artifacts:
+        attach_plots(storage, summary.study, summary.artifacts)
     return 0
+
+
+def attach_plots(storage: str | None, study: str, artifacts: str) -> None:
+    """Draw the study's Pareto plot (``pareto.html``, ``pareto.png``) and keep both as
+    artifacts of the study, so that Optuna Dashboard serves them. The results are already
+    written: a plot that cannot be drawn is a warning, not a failed search."""
+    import tempfile
+    from pathlib import Path
+
+    from allocator.search._artifacts import attach_to_study
+    from dashboards import load_trials, plot_pareto_data
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = load_trials(storage, study)
+            files = [plot_pareto_data(data, Path(tmp) / name) for name in ("pareto.html", "pareto.png")]
+            attach_to_study(storage, study, artifacts, files)
+    except Exception as exc:  # noqa: BLE001 - never turn a finished search into a failure
+        print(f"npas: warning: the Pareto plots were not kept: {exc}", file=sys.stderr)
+        return
+    print(f"Pareto plots kept as study artifacts: pareto.html, pareto.png in {artifacts}")
 
 
 def print_summary(summary: Any, format_rows: Any) -> None:

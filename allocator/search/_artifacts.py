@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
     from torch import nn
 
-__all__ = ["check_dir", "export_model", "keep", "open_store"]
+__all__ = ["attach_to_study", "check_dir", "export_model", "keep", "open_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,38 @@ def keep(store: FileSystemArtifactStore, trial: optuna.Trial, data: bytes) -> st
         return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
+def attach_to_study(
+    storage: str | None, study: str, art_dir: str | os.PathLike[str], files: list[Path]
+) -> list[str]:
+    """Keep ``files`` (e.g. the Pareto plots) as artifacts of the study itself; Optuna
+    Dashboard lists them on the study page. A study artifact of the same file name is
+    rewritten in place (a resumed search redraws its plots), so there is one of each.
+    Returns the artifact ids.
+    """
+    import json
+
+    from optuna.artifacts import upload_artifact
+
+    artifact_store = open_store(Path(art_dir))
+    with StudyStore(storage, must_exist=True) as store:
+        loaded = store.load_study(study)
+        existing: dict[str, str] = {}
+        for key, text in loaded._storage.get_study_system_attrs(loaded._study_id).items():
+            meta = json.loads(text) if key.startswith("artifacts:") and text else None
+            if isinstance(meta, dict):  # the dashboard marks a deleted artifact as null
+                existing[meta["filename"]] = meta["artifact_id"]
+        ids: list[str] = []
+        for f in files:
+            if f.name in existing:
+                with f.open("rb") as content:
+                    artifact_store.write(existing[f.name], content)
+                ids.append(existing[f.name])
+            else:
+                ids.append(upload_artifact(artifact_store=artifact_store, file_path=str(f),
+                                           study_or_trial=loaded))
+        return ids
+
+
 def export_model(
     study: str,
     trial_number: int,
@@ -77,6 +110,10 @@ def export_model(
     """
     import torch
 
+    out_dir = Path(out).resolve().parent
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK):
+        state = "does not exist" if not out_dir.exists() else "is not a writable directory"
+        raise ConfigError(f"--out {str(out)!r}: directory {str(out_dir)!r} {state}")
     with StudyStore(storage, must_exist=True) as store:
         loaded = store.load_study(study)
         trials_ = [t for t in loaded.get_trials(deepcopy=False) if t.number == trial_number]
@@ -96,9 +133,16 @@ def export_model(
         result = frozen.user_attrs.get("npas_result", {})
         record = loaded.user_attrs.get("npas_settings", {})
         art_dir = artifacts or record.get("artifacts")
-        data = _kept_weights(frozen, store, art_dir)
-    if data is not None:
-        module = _rebuild(config, result.get("method_info") or {}, data)
+        kept = _kept_weights(frozen, store, art_dir)
+    if kept is not None:
+        where, data = kept
+        try:
+            module = _rebuild(config, result.get("method_info") or {}, data, where)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"kept weights of trial {trial_number} cannot be used: {exc}; "
+                "export needs the file the search kept there, unchanged"
+            ) from None
         source = "kept"
     else:
         import trials
@@ -123,25 +167,40 @@ def export_model(
     }
 
 
-def _kept_weights(frozen: Any, store: StudyStore, art_dir: str | None) -> bytes | None:
-    from optuna.artifacts import get_all_artifact_meta
+def _kept_weights(
+    frozen: Any, store: StudyStore, art_dir: str | None
+) -> tuple[str, bytes] | None:
+    """Where the trial's kept weights are, and their bytes (``None``: none were kept).
+
+    Reads only: a missing artifacts directory is an error, never created.
+    """
+    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 
     metas = get_all_artifact_meta(frozen, storage=store.optuna_storage)
     if not metas:
         return None
     if not art_dir:
         raise ConfigError("the trial has kept weights but no artifacts directory; give --artifacts")
-    artifact_store = open_store(Path(art_dir))
+    if not Path(art_dir).is_dir():
+        raise ConfigError(
+            f"artifacts directory {art_dir!r} does not exist; give --artifacts DIR, the "
+            "directory where the search kept the weights"
+        )
+    artifact_id = metas[-1].artifact_id
+    artifact_store = FileSystemArtifactStore(base_path=art_dir)
     try:
-        with artifact_store.open_reader(metas[-1].artifact_id) as reader:
-            return reader.read()
+        with artifact_store.open_reader(artifact_id) as reader:
+            return str(Path(art_dir) / artifact_id), reader.read()
     except Exception as exc:
         raise CheckpointError(
-            f"kept weights of trial {frozen.number} are missing from {art_dir}: {exc}"
+            f"kept weights of trial {frozen.number} (artifact {artifact_id}) are missing "
+            f"from {art_dir}: {exc}"
         ) from None
 
 
-def _rebuild(config: dict[str, Any], info: dict[str, Any], data: bytes) -> nn.Module:
+def _rebuild(
+    config: dict[str, Any], info: dict[str, Any], data: bytes, where: str = "(kept weights)"
+) -> nn.Module:
     """The trained module from kept weights: the architecture rebuilt, the weights loaded."""
     import torch
 
@@ -159,16 +218,28 @@ def _rebuild(config: dict[str, Any], info: dict[str, Any], data: bytes) -> nn.Mo
         config["model"], input_shape=tuple(dataset.input_shape),
         num_classes=dataset.num_classes, width=width,
     )
+    stream = io.BytesIO(data)
+    stream.name = where  # named in error messages
     if method == "ssn":
-        return allocator.load(io.BytesIO(data), model)
+        return allocator.load(stream, model)
     try:
-        saved = torch.load(io.BytesIO(data), weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            saved = torch.load(stream, weights_only=True)
         state = saved["state_dict"]
     except Exception as exc:
-        raise CheckpointError(f"kept weights are not an npas module checkpoint: {exc}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"{where} is not an npas module checkpoint (a dictionary with a state_dict of "
+            f"tensors, read with weights_only=True): {first}"
+        ) from None
     if method == "hashed":
         model = hashed(model, config.get("budget", 0.25), seed=config.get("seed", 0))
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{where} does not fit the trial's model: {first}") from None
     return model
 
 

@@ -13,9 +13,27 @@ from typing import Any
 from allocator._errors import ConfigError
 from search_spaces import SearchSpace
 
-__all__ = ["check_trial_config", "fit_to_model"]
+__all__ = ["check_options", "check_trial_config", "fit_to_model"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_options(space: SearchSpace, options: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` for a trial option the space searches or fixes (the space's
+    value would silently win)."""
+    for key in options:
+        if key in space.names:
+            raise ConfigError(
+                f"trial option {key!r} is searched by space {space.name!r}; drop --set "
+                f"{key}=..., or use a space file that fixes it (fixed.{key}) or searches "
+                "another range"
+            )
+        if key in space.fixed:
+            raise ConfigError(
+                f"trial option {key!r} is fixed to {space.fixed[key]!r} by space "
+                f"{space.name!r}; drop --set {key}=..., or use a space file that fixes "
+                "another value"
+            )
 
 
 def check_trial_config(config: Mapping[str, Any]) -> None:

@@ -9,9 +9,11 @@ weights if asked. Workers only compute; the controller alone writes to the datab
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 import warnings
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from allocator._errors import ConfigError
 from allocator.search import _artifacts
-from allocator.search._checks import check_trial_config, fit_to_model
+from allocator.search._checks import check_options, check_trial_config, fit_to_model
 from allocator.search._cluster import Cluster, connect
 from allocator.search._objectives import Objective, make_sampler, objectives, values_of
 from allocator.search._pool import WorkerPool
@@ -30,6 +32,7 @@ from allocator.search._progress import SearchStatus
 from allocator.search._query import pareto_front
 from allocator.search._retry import DatabaseRetry
 from allocator.search._settings import SearchSettings
+from allocator.search._sharing import ATTR_CONTROLLER, Controller
 from allocator.search._store import StudyStore
 from allocator.search._table import row_for
 from allocator.search._worker import DEFAULT_RUNNER
@@ -51,6 +54,8 @@ ATTR_WORKER = "npas_worker"  # pid and Unix start/end times of the run on its wo
 ATTR_ATTEMPTS = "npas_attempts"  # runs of the trial, when its worker died under it
 _MAX_ATTR_CHARS = 60_000  # MySQL TEXT holds 64 KiB
 _TICK_S = 1.0
+_SEED_STRIDE = 1_000_003  # seeds of controllers that join a study together stay apart
+_GONE = "the controller stopped while the trial ran"
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,12 @@ def resume_search(
     on_progress: Progress | None = None,
     **given: Any,
 ) -> SearchSummary:
-    """Continue a study after its controller stopped or was killed.
+    """Continue a study after its controller stopped or was killed, or join the
+    controllers running it now (on this machine or others).
 
-    Completed trials are kept; trials left running are marked failed and retried once.
+    Completed trials are kept; trials left running by a controller that is gone are
+    marked failed and retried once; those of live controllers are left to them. All the
+    controllers of a study together stop at ``trials`` counted trials.
     ``given`` may change how the search runs (trials, concurrency, Ray address...), not
     what it searches (a different model, space, epochs, seed or objective is an error).
     """
@@ -129,12 +137,17 @@ class _Search:
         self.last = ""
         self.loop_s = 0.0
         self._pareto_size = 0
+        self.done = 0  # counted trials of the study (all controllers), as last read
+        self.target = settings.trials
+        self.others_running = 0  # trials other live controllers run, as last read
+        self.grid: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------- validation
 
     def _validate(self) -> tuple[SearchSpace, list[Objective], list[dict[str, Any]] | None]:
         self.s.validate()
         space = load_space(self.s.space)
+        check_options(space, self.s.trial_options)
         objs = objectives(self.s.objective)
         grid: list[dict[str, Any]] | None = None
         if self.s.runner == DEFAULT_RUNNER:
@@ -149,11 +162,13 @@ class _Search:
         space, objs, grid = self._validate()
         store = StudyStore(self.s.storage)
         cluster: Cluster | None = None
+        me: Controller | None = None
         try:
             if not self.resume and self.s.study in store.study_names():
                 raise ConfigError(
                     f"study {self.s.study!r} already exists in {store.masked_url!r}; "
-                    "pass --resume to continue it, or choose another --study"
+                    "pass --resume to continue it (or to join the searches running it), "
+                    "or choose another --study"
                 )
             art_dir = None
             if self.s.keep_models != "none":
@@ -170,6 +185,8 @@ class _Search:
             # --- everything is valid: the first write happens here
             store.initialise()
             self.db = DatabaseRetry(self.s.db_timeout, store.masked_url)
+            me = self.me = Controller(store.engine, self.s.study, call=self.db.call)
+            me.register()
             study = self._open_study(store, space, objs, art_dir)
             self.art_store = _artifacts.open_store(art_dir) if art_dir else None
             with store._errors("write to"):  # a database lost mid-search: one line, not a trace
@@ -177,6 +194,8 @@ class _Search:
             pareto = self.db.call(lambda: pareto_front(store, self.s.study), "read the results")
         finally:
             self.pool.stop()
+            if me is not None:
+                me.stop()
             if cluster is not None:
                 cluster.shutdown()
             store.close()
@@ -205,10 +224,13 @@ class _Search:
 
         if self.resume:
             # A sampler seeded as before would draw the first run's params again: seed it
-            # by how far the study got (still reproducible for the same history).
+            # by how far the study got (still reproducible for the same history), and
+            # apart from the seeds of the controllers running the study with it.
             seen = len(store.load_study(self.s.study).get_trials(deepcopy=False))
+            rank = self.me.live().index(self.me.id)  # 0: no live controller joined earlier
             sampler = make_sampler(
-                self.s.sampler, self.s.seed + seen, trials=self.s.trials, n_objectives=len(objs)
+                self.s.sampler, self.s.seed + seen + _SEED_STRIDE * rank,
+                trials=self.s.trials, n_objectives=len(objs),
             )
             return store.load_study(self.s.study, sampler=sampler)
         sampler = make_sampler(
@@ -243,46 +265,82 @@ class _Search:
     ) -> None:
         import ray
 
-        from allocator.search._recovery import counted, recover
+        from allocator.search._recovery import recover
 
-        if self.resume:
-            recover(study, store, reason="the controller stopped while the trial ran")
-        done = self._count_existing(study, objs)
-        target = self.s.trials
-        grid_queue: list[dict[str, Any]] = []
         if grid is not None:
-            seen = [t.params for t in study.get_trials(deepcopy=False) if counted(t) or _waiting(t)]
-            grid_queue = [p for p in grid if p not in seen]
-            random.Random(self.s.seed).shuffle(grid_queue)
-            target = min(target, done + len(grid_queue) + _n_waiting(study))
-        self.target = target
+            self.grid = list(grid)
+            random.Random(self.s.seed).shuffle(self.grid)
+        self.objs = objs
         keep = self.s.keep_models != "none"
         loop_start = time.monotonic()
         try:
+            if self.resume:
+                with self.me.lease():
+                    live = self.me.live()
+                    self.db.call(lambda: recover(study, store, reason=_GONE, live=live),
+                                 "recover interrupted trials")
             while True:
-                while self.pool.idle and done + len(self.inflight) < target:
-                    if grid_queue and not self.db.call(lambda: _n_waiting(study), "read"):
-                        params = grid_queue.pop()
-                        self.db.call(partial(study.enqueue_trial, params), "queue a trial")
-                    if not self._launch(store, study, space, keep):
-                        done += 1
-                self._report(store, done)
-                if not self.inflight:
-                    break
+                while self.pool.idle:
+                    trial = self._reserve(store, study)
+                    if trial is None:
+                        break
+                    self._launch(store, study, space, keep, trial)
+                self._report(store)
+                if not self.inflight:  # nothing more to launch, here or anywhere
+                    if not self.others_running:
+                        break
+                    time.sleep(_TICK_S)  # other controllers' trials may yet be interrupted
+                    continue
                 ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=_TICK_S)
                 for ref in ready:
-                    if self._finish(store, study, objs, ref):
-                        done += 1
+                    self._finish(store, study, objs, ref)
         except BaseException:
             self._interrupt(store, study)
             raise
         self.loop_s = time.monotonic() - loop_start
-        self._report(store, done, finished=True)
+        self._recount(self.db.call(lambda: study.get_trials(deepcopy=False), "read the study"))
+        self._report(store, finished=True)
 
-    def _launch(self, store: StudyStore, study: optuna.Study, space: SearchSpace, keep: bool) -> bool:
-        """Start one trial on an idle worker; ``False`` if its params made no config."""
+    def _reserve(self, store: StudyStore, study: optuna.Study) -> optuna.Trial | None:
+        """Under the study's launch lease: take over the trials of gone controllers,
+        recount the study, and ask Optuna for a trial claimed by this controller if the
+        study still needs one (``None`` if not)."""
+        from optuna.trial import TrialState
+
+        from allocator.search._recovery import counted, recover
+
         db = self.db
-        trial = db.call(study.ask, "ask for a trial")
+        with self.me.lease():
+            live = self.me.live()
+            db.call(lambda: recover(study, store, reason=_GONE, live=live, repair=False),
+                    "recover interrupted trials")
+            trials = db.call(lambda: study.get_trials(deepcopy=False), "read the study")
+            self._recount(trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            self.others_running = sum(
+                t.user_attrs.get(ATTR_CONTROLLER) != self.me.id for t in running
+            )
+            n_waiting = sum(t.state == TrialState.WAITING for t in trials)
+            target, params = self.s.trials, None
+            if self.grid is not None:
+                seen = [t.params for t in trials if counted(t) or not t.state.is_finished()]
+                left = [p for p in self.grid if p not in seen]
+                target = min(target, self.done + len(running) + n_waiting + len(left))
+                if left and not n_waiting:
+                    params = left[0]
+            self.target = target
+            if self.done + len(running) >= target:
+                return None
+            if params is not None:
+                db.call(partial(study.enqueue_trial, params), "queue a trial")
+            trial = db.call(study.ask, "ask for a trial")
+            db.call(partial(trial.set_user_attr, ATTR_CONTROLLER, self.me.id), "claim a trial")
+        return trial
+
+    def _launch(self, store: StudyStore, study: optuna.Study, space: SearchSpace, keep: bool,
+                trial: optuna.Trial) -> bool:
+        """Start ``trial`` on an idle worker; ``False`` if its params made no config."""
+        db = self.db
         retry_of = trial.user_attrs.get(ATTR_RETRY_OF)
         try:
             params = db.call(lambda: space.suggest(trial), "record a trial's parameters")
@@ -291,13 +349,16 @@ class _Search:
             db.call(partial(trial.set_user_attr, ATTR_REASON, str(exc)), "record a trial")
             self._tell(study, trial, state=_state("FAIL"))
             row = row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
-                          state="failed", failure_reason=str(exc), retry_of=retry_of)
+                          state="failed", failure_reason=str(exc), retry_of=retry_of,
+                          controller=self.me.id)
             db.call(lambda: store.write_result(row), "record a trial")
             self.counts["failed"] += 1
+            self.done += 1
             return False
         db.call(lambda: trial.set_user_attr(ATTR_CONFIG, config), "record a trial")
         row = row_for(study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
-                      state="running", config=config, retry_of=retry_of, started_at=_utcnow())
+                      state="running", config=config, retry_of=retry_of, started_at=_utcnow(),
+                      controller=self.me.id)
         db.call(lambda: store.write_result(row), "record a trial")
         worker = self.pool.take()
         ref = worker.run.remote(config, keep)
@@ -315,7 +376,10 @@ class _Search:
                      already=finished)
 
     def _retry_run(self, run: _Running, lost: str) -> bool:
-        """The worker died under ``run``: run it again on a new worker if retries are left."""
+        """The worker died under ``run``: run it again on a new worker if retries are left.
+
+        The trial stays ``RUNNING`` and claimed by this controller meanwhile, so no other
+        controller takes it over or counts it twice."""
         self.pool.replace(run.worker)
         if run.attempts > self.s.max_retries:
             return False
@@ -328,7 +392,9 @@ class _Search:
         return True
 
     def _finish(self, store: StudyStore, study: optuna.Study, objs: list[Objective], ref: Any) -> bool:
-        """Record the trial ``ref`` ran; ``False`` if it was handed to a new worker instead."""
+        """Record the trial ``ref`` ran; ``False`` if it was handed to a new worker instead,
+        or if another controller took it over (this one was presumed gone)."""
+        import optuna
         import ray
 
         run = self.inflight.pop(ref)
@@ -351,6 +417,34 @@ class _Search:
                 status, result["failure_reason"] = "failed", values
         reason: str | None = result.get("failure_reason")
         trial = run.trial
+        if not self._still_ours(study, trial):
+            return False
+        try:
+            status = self._record(store, study, objs, run, out, result, status, values, reason)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            if self._still_ours(study, trial):
+                raise
+            return False
+        self.counts[status] += 1
+        self.done += 1
+        return True
+
+    def _still_ours(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """Whether ``trial`` is still running, i.e. no other controller took it over."""
+        state = self.db.call(lambda: study._storage.get_trial(trial._trial_id).state,
+                             "read a trial")
+        if state.name == "RUNNING":
+            return True
+        logger.warning("trial %d was taken over by another controller (this one was presumed "
+                       "gone); its result is dropped and its retry runs elsewhere", trial.number)
+        self.last = f"trial {trial.number} was taken over by another controller"
+        return False
+
+    def _record(self, store: StudyStore, study: optuna.Study, objs: list[Objective],
+                run: _Running, out: dict[str, Any], result: dict[str, Any], status: str,
+                values: list[float] | str | None, reason: str | None) -> str:
+        """Tell Optuna how ``run`` ended and write its row; the status it was recorded as."""
+        trial = run.trial
         attrs: dict[str, Any] = {
             ATTR_RESULT: _compact(result),
             "npas_host": out.get("host"),
@@ -363,6 +457,7 @@ class _Search:
             attrs[ATTR_ATTEMPTS] = run.attempts
         for key, value in attrs.items():
             self.db.call(partial(trial.set_user_attr, key, value), "record a finished trial")
+        self._intermediate(study, trial, result)
         if status == "complete" and isinstance(values, list):
             if self.art_store is not None and out.get("model") is not None and (
                 self.s.keep_models == "all" or _on_front(values, self.points, objs)
@@ -380,7 +475,6 @@ class _Search:
             status = "pruned" if status == "pruned" else "failed"
             self._tell(study, trial, state=_state("PRUNED" if status == "pruned" else "FAIL"))
             self.last = f"trial {trial.number} {status}" + (f": {reason}" if reason else "")
-        self.counts[status] += 1
         started, finished = out.get("started_at"), out.get("finished_at")
         row = row_for(
             study=self.s.study, trial_number=trial.number, trial_id=trial._trial_id,
@@ -388,45 +482,67 @@ class _Search:
             started_at=_utc(started), finished_at=_utc(finished),
             duration_s=(finished - started) if started and finished else None,
             host=out.get("host"), node_id=out.get("node_id"), worker_pid=out.get("pid"),
-            failure_reason=reason,
+            failure_reason=reason, controller=self.me.id,
         )
         self.db.call(lambda: store.write_result(row), "record a finished trial")
-        return True
+        return status
+
+    def _intermediate(self, study: optuna.Study, trial: optuna.Trial, result: Mapping[str, Any]) -> None:
+        """Validation accuracy per epoch as the trial's intermediate values (the dashboard's
+        learning curves). Written when the trial ends: workers send results back, they
+        never write to the database."""
+        storage = study._storage
+        for epoch in result.get("history") or ():
+            step, value = epoch.get("epoch"), epoch.get("val_accuracy")
+            if step is None or value is None or not math.isfinite(value):
+                continue
+            self.db.call(
+                partial(storage.set_trial_intermediate_value, trial._trial_id, int(step), float(value)),
+                "record a finished trial",
+            )
 
     # ------------------------------------------------------------- bookkeeping
 
-    def _count_existing(self, study: optuna.Study, objs: list[Objective]) -> int:
+    def _recount(self, trials: list[Any]) -> None:
+        """Counts, done and the Pareto points from the study's trials (all controllers')."""
         from allocator.search._recovery import counted
 
-        done = 0
-        for t in study.get_trials(deepcopy=False):
+        self.counts = {"complete": 0, "failed": 0, "pruned": 0}
+        self.points = []
+        for t in trials:
             if not counted(t):
                 continue
-            done += 1
             state = t.state.name.lower()
             self.counts["complete" if state == "complete" else "pruned" if state == "pruned" else "failed"] += 1
             if state == "complete" and t.values is not None:
                 self.points.append(list(t.values))
-        self._pareto_size = _front_size(self.points, objs)
-        return done
+        self.done = sum(self.counts.values())
+        self._pareto_size = _front_size(self.points, self.objs)
 
     def _interrupt(self, store: StudyStore, study: optuna.Study) -> None:
         """Ctrl-C or an error: fail the trials in flight and queue them again (once)."""
         from allocator.search._recovery import interrupt_trial
 
-        for run in self.inflight.values():
-            try:
-                interrupt_trial(study, store, run.trial.number, "the search was interrupted")
-            except Exception:  # the store itself may be what failed; resume fixes it later
-                logger.warning("could not mark trial %d as interrupted", run.trial.number)
+        lease: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.inflight:  # so that no other controller counts the study meanwhile
+            lease = self.me.lease(timeout_s=5, retry=False)
+        try:
+            with lease:
+                for run in self.inflight.values():
+                    try:
+                        interrupt_trial(study, store, run.trial.number, "the search was interrupted")
+                    except Exception:  # the store itself may have failed; resume fixes it later
+                        logger.warning("could not mark trial %d as interrupted", run.trial.number)
+        except Exception:
+            logger.warning("could not mark the trials in flight as interrupted")
         self.pool.stop()
         self.inflight.clear()
 
-    def _report(self, store: StudyStore, done: int, finished: bool = False) -> None:
+    def _report(self, store: StudyStore, finished: bool = False) -> None:
         status = SearchStatus(
             study=self.s.study,
             target=self.target,
-            done=done,
+            done=self.done,
             running=len(self.inflight),
             complete=self.counts["complete"],
             failed=self.counts["failed"],

@@ -1,7 +1,8 @@
 """Resume: trials left running by a stopped controller are failed and retried once.
 
 A trial is *interrupted* when its controller stopped (Ctrl-C, SIGKILL, a crash) while it
-ran. It is marked failed with ``npas_interrupted`` set and does not count towards
+ran; a controller still alive (another ``npas search --resume`` on the same study, see
+``_sharing.py``) keeps its trials. It is marked failed with ``npas_interrupted`` set and does not count towards
 ``--trials``. If it had reached a worker (it carries ``npas_config``), its params are
 queued again, once: a WAITING trial with ``npas_retry_of``. A retry that is interrupted
 after reaching a worker is not queued again; one interrupted before (it never ran) is
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from allocator.search._store import StudyStore
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_REASON, ATTR_CONFIG = "npas_failure_reason", "npas_config"
+ATTR_CONTROLLER = "npas_controller"
 
 
 def counted(trial: FrozenTrial) -> bool:
@@ -38,20 +41,34 @@ def counted(trial: FrozenTrial) -> bool:
     return trial.state.is_finished() and not trial.user_attrs.get(ATTR_INTERRUPTED)
 
 
-def recover(study: optuna.Study, store: StudyStore, *, reason: str) -> list[int]:
-    """Fail every trial the study still has running and queue each again once.
+def recover(
+    study: optuna.Study,
+    store: StudyStore,
+    *,
+    reason: str,
+    live: Collection[str] = (),
+    repair: bool = True,
+) -> list[int]:
+    """Fail the study's running trials that no live controller owns; queue each again once.
 
+    ``live`` holds the ids of the controllers still running the study (see
+    ``allocator/search/_sharing.py``): their trials are left alone. A running trial of a
+    gone controller, or of none (its controller was killed between asking Optuna for it
+    and claiming it), is interrupted. With ``repair`` (or when it found such trials) the
+    ``running`` rows of finished trials are rewritten first (:func:`repair_rows`).
     Returns the numbers of the trials it failed.
     """
     from optuna.trial import TrialState
 
-    repair_rows(study, store)
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in stale:
-        interrupt_trial(study, store, trial.number, reason)
-    if stale:
-        logger.info("resumed: %d interrupted trial(s) failed and queued again", len(stale))
-    return [t.number for t in stale]
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [t for t in running if t.user_attrs.get(ATTR_CONTROLLER) not in set(live)]
+    if repair or stale:
+        repair_rows(study, store)
+    failed = [t.number for t in stale if interrupt_trial(study, store, t.number, reason)]
+    if failed:
+        logger.info("%d interrupted trial(s) of a stopped controller failed and queued again",
+                    len(failed))
+    return failed
 
 
 def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
@@ -85,17 +102,19 @@ def _utc(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
-def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason: str) -> None:
-    """Mark trial ``number`` failed as interrupted, record it, queue its params once."""
+def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason: str) -> bool:
+    """Mark trial ``number`` failed as interrupted, record it, queue its params once.
+
+    ``False`` (and nothing written) if the trial is no longer running.
+    """
+    import optuna
     from optuna.trial import TrialState
 
     frozen = study.get_trials(deepcopy=False)[number]
     if frozen.number != number:  # trials are listed by number; be safe all the same
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     if frozen.state != TrialState.RUNNING:
-        return
-    study._storage.set_trial_user_attr(frozen._trial_id, ATTR_INTERRUPTED, True)
-    study._storage.set_trial_user_attr(frozen._trial_id, ATTR_REASON, reason)
+        return False
     ran = ATTR_CONFIG in frozen.user_attrs  # set just before the config went to a worker
     retry_of = frozen.user_attrs.get(ATTR_RETRY_OF)
     params: dict[str, object] = {}
@@ -104,7 +123,12 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
     elif not ran and retry_of is not None:  # a retry that never ran: it is still owed
         params = dict(frozen.system_attrs.get("fixed_params") or frozen.params)
     retry = bool(params)
-    study.tell(number, state=TrialState.FAIL)
+    try:
+        study._storage.set_trial_user_attr(frozen._trial_id, ATTR_INTERRUPTED, True)
+        study._storage.set_trial_user_attr(frozen._trial_id, ATTR_REASON, reason)
+        study.tell(number, state=TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+        return False  # it finished meanwhile (its controller was alive after all)
     store.write_result(
         row_for(
             study=study.study_name,
@@ -117,4 +141,4 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
     )
     if retry:
         study.enqueue_trial(params, user_attrs={ATTR_RETRY_OF: retry_of})
-
+    return True

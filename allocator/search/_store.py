@@ -109,7 +109,25 @@ class StudyStore:
         """Create Optuna's tables and ``npas_results`` if missing (idempotent)."""
         with self._errors("create tables in"):
             metadata.create_all(self._engine)
+            self._add_missing_columns()
         self.optuna_storage  # noqa: B018  (creating it creates Optuna's tables)
+
+    def _add_missing_columns(self) -> None:
+        """Columns of ``npas_results`` newer than the store (``controller``), added."""
+        have = {c["name"] for c in sa.inspect(self._engine).get_columns(RESULTS.name)}
+        for column in RESULTS.c:
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=self._engine.dialect)
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.text(
+                        f"ALTER TABLE {RESULTS.name} ADD COLUMN {column.name} {kind}"
+                    ))
+            except sa.exc.SQLAlchemyError:  # another controller added it at the same moment
+                have = {c["name"] for c in sa.inspect(self._engine).get_columns(RESULTS.name)}
+                if column.name not in have:
+                    raise
 
     @property
     def optuna_storage(self) -> optuna.storages.RDBStorage:
@@ -225,14 +243,14 @@ class StudyStore:
         if descending is None:
             descending = sort is not None and sort.endswith("accuracy")
         order = column.desc() if descending else column.asc()
-        query = sa.select(RESULTS).where(RESULTS.c.study == study)
+        if not self.exists():
+            return []
+        query = sa.select(*self._columns()).where(RESULTS.c.study == study)
         if state is not None:
             query = query.where(RESULTS.c.state == state)
         # NULLs last, portably (MySQL and MariaDB have no NULLS LAST)
         nulls = sa.case((column.is_(None), 1), else_=0)
         query = query.order_by(nulls, order, RESULTS.c.trial_number)
-        if not self.exists():
-            return []
         with self._errors("read"), self._engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
@@ -251,13 +269,20 @@ class StudyStore:
 
         if not self.exists():
             return pd.DataFrame(columns=list(RESULTS.c.keys()))
-        query = sa.select(RESULTS)
+        query = sa.select(*self._columns())
         if study is not None:
             query = query.where(RESULTS.c.study == study)
         with self._errors("read"), self._engine.connect() as conn:
             return pd.read_sql(query.order_by(RESULTS.c.study, RESULTS.c.trial_number), conn)
 
     # ---------------------------------------------------------------- helpers
+
+    def _columns(self) -> list[Any]:
+        """The columns of ``npas_results`` this store has (one made by an earlier npas
+        lacks the newer ones until a search opens it); the missing ones read as NULL."""
+        with self._errors("read"):
+            have = {c["name"] for c in sa.inspect(self._engine).get_columns(RESULTS.name)}
+        return [c if c.name in have else sa.null().label(c.name) for c in RESULTS.c]
 
     @contextmanager
     def _errors(self, verb: str) -> Iterator[None]:

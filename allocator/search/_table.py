@@ -19,7 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["CONFIG_COLUMNS", "METRIC_COLUMNS", "RESULTS", "metadata", "row_for"]
+__all__ = [
+    "CONFIG_COLUMNS", "CONTROLLERS", "LAUNCH_LEASES", "METRIC_COLUMNS", "RESULTS", "metadata",
+    "row_for",
+]
 
 metadata = sa.MetaData()
 
@@ -87,7 +90,33 @@ RESULTS = sa.Table(
     sa.Column("node_id", sa.String(128)),
     sa.Column("worker_pid", sa.Integer()),
     sa.Column("failure_reason", sa.Text()),
+    sa.Column("controller", sa.String(32)),  # id of the controller that ran it (npas_controllers)
     sa.Index("ix_npas_results_study_state", "study", "state"),
+)
+
+#: One row per controller that ran a study (``npas search``, ``--resume``): who it is, where
+#: it runs and when it was last seen alive (see allocator/search/_sharing.py).
+CONTROLLERS = sa.Table(
+    "npas_controllers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("study", sa.String(512), nullable=False),
+    sa.Column("host", sa.String(256)),
+    sa.Column("pid", sa.Integer()),
+    sa.Column("process", sa.String(256)),  # boot id, pid namespace, pid, start: same-machine check
+    sa.Column("started_at", sa.Float()),  # Unix seconds, database clock
+    sa.Column("heartbeat_at", sa.Float()),  # Unix seconds, database clock
+    sa.Column("state", sa.String(16), nullable=False),  # running | stopped
+    sa.Index("ix_npas_controllers_study", "study"),
+)
+
+#: One row per study: the controller that may launch a trial right now (a lease).
+LAUNCH_LEASES = sa.Table(
+    "npas_launch_leases",
+    metadata,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("holder", sa.String(32)),
+    sa.Column("since", sa.Float()),  # Unix seconds, database clock
 )
 
 _JSON_COLUMNS = {"manual_map", "params_by_kind", "method_info"}

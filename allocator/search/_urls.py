@@ -15,38 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from allocator._errors import StorageError
+from allocator._storage_url import DEFAULT_STORAGE, ENV_STORAGE, mask_url, resolve_url
 
 __all__ = ["DEFAULT_STORAGE", "ENV_STORAGE", "check_reachable", "mask_url", "parse_url", "resolve_url"]
 
-DEFAULT_STORAGE = "sqlite:///npas.db"
-ENV_STORAGE = "NPAS_STORAGE"
 _BACKENDS = {"sqlite", "postgresql", "mysql"}
 _EXAMPLES = "sqlite:///npas.db, postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db"
 CONNECT_TIMEOUT_S = 5
-
-
-def resolve_url(url: str | None) -> str:
-    """``url``, else ``$NPAS_STORAGE``, else ``sqlite:///npas.db``.
-
-    Example:
-        >>> resolve_url("sqlite:///x.db")
-        'sqlite:///x.db'
-    """
-    return url or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
-
-
-def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***`` (safe to print or log).
-
-    Example:
-        >>> mask_url("postgresql+psycopg://ann:secret@db:5432/npas")
-        'postgresql+psycopg://ann:***@db:5432/npas'
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: show only the scheme, never the rest
-        text = str(url)
-        return text.split("://", 1)[0] + "://..." if "://" in text else "<invalid URL>"
 
 
 def parse_url(url: str) -> URL:
@@ -149,4 +124,6 @@ def describe_db_error(exc: BaseException, url: URL) -> str:
         text = f"{lines[0]} {lines[1]}"
     if url.password:
         text = text.replace(str(url.password), "***")
+    if any(s in text for s in ("Access denied", "password authentication failed")):
+        text += "; check the user name and password in the URL"
     return text
