@@ -125,29 +125,13 @@ def _node_ports() -> list[str]:
 
 def _pids_under(marker: str) -> list[int]:
     """Processes whose command line names ``marker``, and all their descendants."""
-    parents: dict[int, int] = {}
     matched: set[int] = set()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-        if marker in cmdline:
-            matched.add(pid)
-    found = set(matched)
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return sorted(found - {os.getpid()})
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
+                    matched.add(int(entry.name))
+    return sorted(descendants(matched) - {os.getpid()})
 
 
 def kill_processes_under(marker: str, grace_s: float = 5.0) -> None:
@@ -173,14 +157,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture(scope="module")
-def ray_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """Two Ray nodes on this machine (1 CPU each, resources node_a / node_b), token auth."""
-    root = Path(f"/tmp/npas-ray-{secrets.token_hex(4)}")  # short: Ray's socket paths are limited
+def cluster_root(prefix: str, **extra_env: str) -> tuple[Path, dict[str, str]]:
+    """A new temp dir for a test cluster's nodes (short: Ray's socket paths are limited)
+    with its own auth token, and the environment every ``ray`` command of it needs."""
+    root = Path(f"/tmp/{prefix}-{secrets.token_hex(4)}")
     root.mkdir()
     token_file = root / "auth_token"
     token_file.write_text(secrets.token_hex(32))
-    env = _ray_env(token_file)
+    return root, {**_ray_env(token_file), **extra_env}
+
+
+def two_node_commands(root: Path, *, block: bool = False) -> tuple[str, list[str], list[str]]:
+    """The head's address and the ``ray start`` commands of a head (resource ``node_a``)
+    and a second node (``node_b``, ``--block`` if asked): 1 CPU each, on loopback."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
@@ -190,9 +179,36 @@ def ray_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayClust
         '--resources={"node_a": 1}', *common, *_node_ports(),
     ]
     worker = [
-        RAY, "start", f"--address={address}", '--resources={"node_b": 1}', *common,
-        *_node_ports(),
+        RAY, "start", f"--address={address}", '--resources={"node_b": 1}',
+        *(["--block"] if block else []), *common, *_node_ports(),
     ]
+    return address, head, worker
+
+
+def descendants(roots: set[int]) -> set[int]:
+    """``roots`` and every process under them."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+@pytest.fixture(scope="module")
+def ray_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """Two Ray nodes on this machine (1 CPU each, resources node_a / node_b), token auth."""
+    root, env = cluster_root("npas-ray")
+    address, head, worker = two_node_commands(root)
     try:
         for cmd in (head, worker):
             run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -22,14 +21,13 @@ import pytest
 
 from allocator.search import StudyStore
 from tests.conftest import (
-    RAY,
     RayCluster,
     _alive,
-    _node_ports,
     _pids_under,
-    _ray_env,
-    free_port,
+    cluster_root,
+    descendants,
     kill_processes_under,
+    two_node_commands,
 )
 
 NPAS = str(Path(sys.executable).with_name("npas"))
@@ -53,21 +51,7 @@ class BreakableCluster(RayCluster):
 
     def worker_pids(self) -> list[int]:
         """The second node's processes: its ``ray start --block`` and all descendants."""
-        parents: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (entry / "stat").read_text()
-                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        found = {self.worker.pid}
-        grew = True
-        while grew:
-            grew = False
-            for pid, ppid in parents.items():
-                if ppid in found and pid not in found:
-                    found.add(pid)
-                    grew = True
-        return sorted(p for p in found if _alive(p))
+        return sorted(p for p in descendants({self.worker.pid}) if _alive(p))
 
     def kill_worker_node(self) -> list[int]:
         """SIGKILL every process of the second node at once (a machine that vanished)."""
@@ -84,23 +68,8 @@ class BreakableCluster(RayCluster):
 @pytest.fixture
 def breakable_cluster() -> Iterator[BreakableCluster]:
     """This test's own two nodes (1 CPU each), stopped by their process ids."""
-    root = Path(f"/tmp/npas-rk-{secrets.token_hex(4)}")  # short: Ray's socket paths are limited
-    root.mkdir()
-    token_file = root / "auth_token"
-    token_file.write_text(secrets.token_hex(32))
-    env = {**_ray_env(token_file), **FAST_NODE_DEATH}
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    head = [
-        RAY, "start", "--head", f"--port={port}", f"--temp-dir={root}",
-        "--include-dashboard=false", f"--dashboard-port={free_port()}",
-        '--resources={"node_a": 1}', *common, *_node_ports(),
-    ]
-    worker_cmd = [
-        RAY, "start", f"--address={address}", '--resources={"node_b": 1}', "--block",
-        *common, *_node_ports(),
-    ]
+    root, env = cluster_root("npas-rk", **FAST_NODE_DEATH)
+    address, head, worker_cmd = two_node_commands(root, block=True)
     worker: subprocess.Popen[bytes] | None = None
     try:
         run = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)

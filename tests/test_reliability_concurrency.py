@@ -23,6 +23,7 @@ from allocator.search._recovery import counted, recover
 from allocator.search._sharing import Controller
 from allocator.search._table import CONTROLLERS, LAUNCH_LEASES
 from tests.conftest import REPO, kill_processes_under
+from tests.test_search_resume import SPACE  # the same small space of SSN settings
 
 NPAS = str(Path(sys.executable).with_name("npas"))
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -175,14 +176,6 @@ def test_controllers_racing_for_launches_never_overshoot_the_study(postgres_url)
     assert len({t.user_attrs["npas_controller"] for t in trials}) == 3
 
 
-SPACE = """
-fixed: {method: ssn, downsample: slice}
-dims:
-  budget: {type: float, low: 0.2, high: 1.0, log: true}
-  mapping: [single, type, roundrobin]
-  groups: {low: 2, high: 3, when: {mapping: [roundrobin]}}
-  upsample: [repeat, inter]
-"""
 CONFIG = ("budget", "mapping", "groups", "upsample")
 TRIALS = 10
 
