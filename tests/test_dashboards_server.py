@@ -188,7 +188,7 @@ def _chromium(*args: str, profile: Path) -> str:
     return out
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("NPAS_REQUIRE_CHROMIUM"),
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("NPAS_NO_SKIP"),
                     reason="no /usr/bin/chromium (Debian: apt-get install -y chromium)")
 def test_the_study_page_draws_the_pareto_front_in_chromium(
     server: DashboardServer, study_detail: dict[str, Any], tmp_path: Path

@@ -51,7 +51,7 @@ import torch
 
 import allocator
 from allocator.cli import main
-from tests.conftest import REPO, _pg_admin_url
+from tests.conftest import REPO, _pg_admin_url, service_missing
 from tests.models import mlp
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -388,7 +388,7 @@ def _store(searched: Searched, backend: str) -> Store:
     if backend == "sqlite":
         return searched.sqlite
     if searched.pg is None:
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+        service_missing("no PostgreSQL server at 127.0.0.1:5432")
     return searched.pg
 
 
@@ -431,7 +431,7 @@ def mariadb_user() -> Iterator[tuple[str, str]]:
             conn.execute(sa.text("SELECT 1"))
     except Exception:
         admin.dispose()
-        pytest.skip("no MariaDB/MySQL server at 127.0.0.1:3306 to reject a password")
+        service_missing("no MariaDB/MySQL server at 127.0.0.1:3306 to reject a password")
     tag = uuid.uuid4().hex[:10]
     user, db, password = f"npas_bi_{tag}", f"npas_bi_{tag}", secrets.token_hex(8)
     with admin.connect() as conn:
@@ -747,7 +747,7 @@ def test_the_storage_password_is_nowhere_after_a_real_search(searched) -> None:
     """Progress output and -vv logs, every table (Optuna's user and system attributes,
     npas_results), the kept weights and Ray's session files of a real search."""
     if searched.pg is None:
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+        service_missing("no PostgreSQL server at 127.0.0.1:5432")
     assert "s: 2/2 done" in searched.pg_output  # the progress line was there
     assert "DEBUG" in searched.pg_output or "INFO" in searched.pg_output  # and the logs
     assert PASSWORD not in searched.pg_output

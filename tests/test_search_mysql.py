@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from allocator.cli import main
 from allocator.search import SearchSettings, StudyStore, run_search
+from tests.conftest import service_missing
 
 MYSQL = "mysql+pymysql://root@127.0.0.1:3306"
 TINY = {"data_size": 600, "max_steps_per_epoch": 3, "batch_size": 32}
@@ -23,7 +24,7 @@ def mysql_url() -> Iterator[str]:
             conn.execute(sa.text("SELECT 1"))
     except Exception:
         admin.dispose()
-        pytest.skip("no MariaDB/MySQL server at 127.0.0.1:3306")
+        service_missing("no MariaDB/MySQL server at 127.0.0.1:3306")
     name = f"npas_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
