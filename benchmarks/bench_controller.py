@@ -62,7 +62,7 @@ SPACE = {
     },
 }
 TRAIN_OPTIONS = {"data_size": 3000, "max_steps_per_epoch": 80, "batch_size": 64}
-TRAIN_EPOCHS = 8  # 640 steps of cnn1d plus data generation and evaluation: about 1 s
+TRAIN_EPOCHS = 8  # 8 x 33 steps of cnn1d (2,100 training examples) and evaluation: about 0.4 s
 
 _model_cache: dict[str, Any] = {}
 

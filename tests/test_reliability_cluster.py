@@ -125,7 +125,7 @@ def test_a_node_lost_mid_search_moves_its_trial_to_the_surviving_node(breakable_
         NPAS, "search", "--study", "node-lost", "--model", "cnn1d", "--data", "mnist1d",
         "--storage", url, "--space", str(space), "--sampler", "random",
         "--ray-address", cluster.address, "--trials", "4", "--concurrency", "2",
-        "--epochs", "3", "--data-size", "3000", "--max-steps-per-epoch", "200",
+        "--epochs", "30", "--data-size", "3000", "--max-steps-per-epoch", "200",
         "--max-retries", "1",
     ]
     nodes_before = set(cluster.node_ids())
@@ -147,7 +147,7 @@ def test_a_node_lost_mid_search_moves_its_trial_to_the_surviving_node(breakable_
     assert proc.returncode == 0, err[-3000:]
     assert not [p for p in node_pids if _alive(p)]  # the whole node is gone, raylet included
     survivors = set(cluster.node_ids())
-    assert len(survivors) == 1 and survivors < nodes_before
+    assert len(survivors) == 1 and survivors < nodes_before, err[-4000:]
     (lost_node,) = nodes_before - survivors
     assert "4/4 done" in err and "0 failed" in err
 

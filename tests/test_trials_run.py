@@ -101,6 +101,33 @@ def test_same_config_twice_gives_identical_results_on_cpu() -> None:
     assert first.history == second.history
 
 
+def test_a_fresh_process_gives_the_same_result_with_or_without_prepare() -> None:
+    code = (
+        "import json, sys, trials\n"
+        "cfg = {'model': 'cnn1d', 'method': 'ssn', 'budget': 0.25, 'epochs': 1,\n"
+        "       'max_steps_per_epoch': 2, 'data_size': 200, 'device': 'cpu'}\n"
+        "if sys.argv[1] == 'prepare':\n"
+        "    trials.prepare({**cfg, 'budget': 0.5})\n"
+        "print(json.dumps(trials.run(cfg).to_dict()['history']))\n"
+    )
+    out = [
+        subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
+                       check=True).stdout
+        for arg in ("plain", "prepare")
+    ]
+    assert out[0] == out[1] and json.loads(out[0])
+
+
+def test_prepare_leaves_the_rng_threads_and_determinism_as_it_found_them() -> None:
+    from trials import prepare
+
+    state = torch.random.get_rng_state()
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    prepare({"model": "mlp", "data_size": 200, "threads": 2})
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
 def test_report_returning_true_prunes_the_trial() -> None:
     seen: list[tuple[int, dict[str, float]]] = []
 

@@ -181,6 +181,7 @@ class _Search:
                 gpus_per_trial=self.s.gpus_per_trial,
                 verbose=self.s.verbose,
             )
+            self.pool.prepare = self._prepare_config(space)
             self.pool.start()
             # --- everything is valid: the first write happens here
             store.initialise()
@@ -210,6 +211,15 @@ class _Search:
             artifacts=str(art_dir) if art_dir else None,
             loop_s=self.loop_s,
         )
+
+    def _prepare_config(self, space: SearchSpace) -> dict[str, Any]:
+        """A config like the search's trials (one point of the space): workers load its
+        dataset and initialise what a trial needs once per process as they start."""
+        base = self.s.base_config()
+        try:
+            return {**base, **space.to_config(space.example())}
+        except ConfigError:
+            return base
 
     # ------------------------------------------------------------- the study
 

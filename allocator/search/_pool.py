@@ -45,13 +45,17 @@ class WorkerPool:
         >>> pool.start(); worker = pool.take(); pool.give_back(worker); pool.stop()  # doctest: +SKIP
     """
 
-    def __init__(self, runner: str, size: int, *, cpus: float, gpus: float, fresh: bool = False):
+    def __init__(self, runner: str, size: int, *, cpus: float, gpus: float, fresh: bool = False,
+                 prepare: dict[str, Any] | None = None):
         self.runner, self.size, self.cpus, self.gpus, self.fresh = runner, size, cpus, gpus, fresh
+        #: A trial config each new worker prepares for as it starts (``None``: none).
+        self.prepare = prepare
         self.idle: list[Any] = []
         self.busy: list[Any] = []
 
     def start(self) -> None:
-        """Start the actors and wait until each has imported the trial code."""
+        """Start the actors and wait until each has imported the trial code (and prepared
+        for the first trial, with ``prepare``)."""
         import ray
 
         workers = self._spawn(self.size)
@@ -126,7 +130,7 @@ class WorkerPool:
         actor: Any = ray.remote(TrialWorker).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0, scheduling_strategy="SPREAD"
         )
-        return [actor.remote(self.runner) for _ in range(n)]
+        return [actor.remote(self.runner, self.prepare) for _ in range(n)]
 
     @staticmethod
     def _kill(worker: Any) -> None:

@@ -3,14 +3,17 @@
 :func:`execute` calls the trial function (``trials.run`` unless told otherwise) on a
 config dict and returns plain data: the result dict, timings, where it ran, and the
 trained weights when asked. :class:`TrialWorker` is the same thing held in a Ray actor,
-so one process serves many trials (no process start, no re-import per trial). The worker
-never touches the study database; the controller writes everything.
+so one process serves many trials (no process start, no re-import per trial); as it
+starts it calls the runner module's ``prepare(config)``, if it has one, so that its
+first trial costs what the others do. The worker never touches the study database; the
+controller writes everything.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import logging
 import os
 import socket
 import time
@@ -21,6 +24,8 @@ from typing import Any
 from allocator._errors import ConfigError, NPASError
 
 __all__ = ["DEFAULT_RUNNER", "TrialWorker", "execute", "model_bytes", "resolve_runner"]
+
+logger = logging.getLogger(__name__)
 
 #: The trial function, as ``module:function``: ``f(config: dict, *, keep_model: bool)``
 #: returning an object with ``to_dict()`` (a ``trials.TrialResult``) or a dict.
@@ -45,6 +50,26 @@ def resolve_runner(spec: str) -> Callable[..., Any]:
     if not callable(fn):
         raise ConfigError(f"runner {spec!r} is not a function")
     return fn
+
+
+def prepare_worker(spec: str, config: Mapping[str, Any]) -> bool:
+    """Call ``prepare(config)`` of the runner's module (``trials.prepare`` for ``trials:run``)
+    if it has one; whether it did. Never raises: a config it cannot prepare fails in its
+    trial, with the reason.
+
+    Example:
+        >>> prepare_worker("json:dumps", {})
+        False
+    """
+    hook = getattr(importlib.import_module(spec.partition(":")[0]), "prepare", None)
+    if not callable(hook):
+        return False
+    try:
+        hook(dict(config))
+    except Exception as exc:
+        logger.debug("preparing the trial worker failed: %s: %s", type(exc).__name__, exc)
+        return False
+    return True
 
 
 def _node_id() -> str:
@@ -117,14 +142,19 @@ def model_bytes(model: Any) -> bytes:
 class TrialWorker:
     """A trial runner that lives in a Ray actor (or in-process, for tests).
 
+    With ``prepare`` (a trial config) it calls the runner module's ``prepare(config)``
+    once as it starts (see :func:`prepare_worker`).
+
     Example:
         >>> worker = TrialWorker("allocator.search._worker:echo_trial")
         >>> worker.run({"x": 2})["result"]["x"]
         2
     """
 
-    def __init__(self, runner: str = DEFAULT_RUNNER) -> None:
+    def __init__(self, runner: str = DEFAULT_RUNNER, prepare: Mapping[str, Any] | None = None) -> None:
         self._fn = resolve_runner(runner)
+        if prepare is not None:
+            prepare_worker(runner, prepare)
 
     def where(self) -> dict[str, Any]:
         """Host, node id and process id of this worker (also a readiness probe)."""
