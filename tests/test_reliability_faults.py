@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_trial_is_retried_then_failed_and_nothing_stays_runn
     command = [
         NPAS, "search", "--study", "kill", "--model", "cnn1d", "--data", "mnist1d",
         "--storage", url, "--space", str(space), "--sampler", "random",
-        "--trials", "2", "--concurrency", "1", "--epochs", "3", "--data-size", "3000",
+        "--trials", "2", "--concurrency", "1", "--epochs", "20", "--data-size", "3000",
         "--max-steps-per-epoch", "200", "--max-retries", "1",
     ]
     killed: list[int] = []
