@@ -122,6 +122,12 @@ def test_every_trial_shows_its_config_results_and_kept_weights(
         assert json.loads(shown_metrics)["trainable_params"] == trial.values[1]
         if trial.params["method"] == "ssn":
             assert result["allocation"]["layers"]
+            # the whole allocation, as a string attribute the dashboard does not cut
+            line = attrs["npas_allocation"]
+            assert line == trial.user_attrs["npas_allocation"]
+            assert line.count(" | ") == len(result["allocation"]["layers"])
+            assert all(f"{r['layer']} {r['shape']} g{r['group']} " in line
+                       for r in result["allocation"]["layers"])
         for artifact in shown["artifacts"]:
             data = get_bytes(f"{server.url.removesuffix('/dashboard')}/artifacts/"
                              f"{study_detail['study_id']}/{shown['trial_id']}/{artifact['artifact_id']}")

@@ -52,6 +52,7 @@ ATTR_CONFIG, ATTR_RESULT, ATTR_REASON = "npas_config", "npas_result", "npas_fail
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_WORKER = "npas_worker"  # pid and Unix start/end times of the run on its worker
 ATTR_ATTEMPTS = "npas_attempts"  # runs of the trial, when its worker died under it
+ATTR_ALLOCATION = "npas_allocation"  # an SSN's allocation as one line of text
 _MAX_ATTR_CHARS = 60_000  # MySQL TEXT holds 64 KiB
 _TICK_S = 1.0
 _SEED_STRIDE = 1_000_003  # seeds of controllers that join a study together stay apart
@@ -463,6 +464,8 @@ class _Search:
         }
         if reason:
             attrs[ATTR_REASON] = str(reason)
+        if summary := allocation_line(result.get("allocation")):
+            attrs[ATTR_ALLOCATION] = summary
         if run.attempts > 1:
             attrs[ATTR_ATTEMPTS] = run.attempts
         for key, value in attrs.items():
@@ -563,6 +566,28 @@ class _Search:
             finished=finished,
         )
         self.on_progress(status)
+
+
+def allocation_line(allocation: Mapping[str, Any] | None) -> str | None:
+    """An SSN's allocation table as one line of text, whole: Optuna Dashboard shows a
+    string attribute in full but cuts any other at 1,024 characters.
+
+    Example:
+        >>> allocation_line({"budget": 100, "trainable": 99, "groups": [{}], "layers": [
+        ...     {"layer": "fc", "shape": "10x9", "group": 0, "generator": "repeat",
+        ...      "templates": 1, "params": 0}]})
+        'trainable 99 of budget 100, 1 group | fc 10x9 g0 repeat K1 +0'
+    """
+    if not allocation or not allocation.get("layers"):
+        return None
+    n = len(allocation.get("groups") or ())
+    head = (f"trainable {allocation.get('trainable')} of budget {allocation.get('budget')}, "
+            f"{n} group{'s' if n != 1 else ''}")
+    layers = [
+        f"{r['layer']} {r['shape']} g{r['group']} {r['generator']} K{r['templates']} +{r['params']}"
+        for r in allocation["layers"]
+    ]
+    return " | ".join([head, *layers])
 
 
 def _front_size(points: list[list[float]], objs: list[Objective]) -> int:
