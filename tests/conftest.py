@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,25 @@ def service_missing(reason: str) -> None:
     if os.environ.get("NPAS_NO_SKIP"):
         pytest.fail(f"{reason} (NPAS_NO_SKIP is set: this run must have it)")
     pytest.skip(reason)
+
+
+MARIADB_ROOT = "mysql+pymysql://root@127.0.0.1:3306"
+
+
+def mariadb_admin(**engine_kwargs: Any) -> Any:
+    """An engine on the MariaDB server at 127.0.0.1:3306 as root (empty password, database
+    ``test``); the test is skipped (or failed, see :func:`service_missing`) without one."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(f"{MARIADB_ROOT}/test", connect_args={"connect_timeout": 3},
+                             **engine_kwargs)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception:
+        admin.dispose()
+        service_missing("no MariaDB/MySQL server at 127.0.0.1:3306")
+    return admin
 
 
 @pytest.fixture

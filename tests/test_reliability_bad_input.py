@@ -51,7 +51,7 @@ import torch
 
 import allocator
 from allocator.cli import main
-from tests.conftest import REPO, _pg_admin_url, service_missing
+from tests.conftest import MARIADB_ROOT, REPO, _pg_admin_url, mariadb_admin, service_missing
 from tests.models import mlp
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -59,7 +59,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 NPAS = str(Path(sys.executable).with_name("npas"))
 PASSWORD = "s3cr3t-pw"
 TINY = ["--epochs", "1", "--data-size", "300", "--max-steps-per-epoch", "2", "--batch-size", "32"]
-MARIADB = "mysql+pymysql://root@127.0.0.1:3306"
+MARIADB = MARIADB_ROOT
 
 
 # --------------------------------------------------------------------------- the stores
@@ -424,14 +424,7 @@ def test_the_table_covers_every_command_and_kind_of_input() -> None:
 def mariadb_user() -> Iterator[tuple[str, str]]:
     """A MariaDB database and a user with a password: (URL with the right password, the
     same URL with a wrong one)."""
-    admin = sa.create_engine(f"{MARIADB}/test", connect_args={"connect_timeout": 3},
-                             isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception:
-        admin.dispose()
-        service_missing("no MariaDB/MySQL server at 127.0.0.1:3306 to reject a password")
+    admin = mariadb_admin(isolation_level="AUTOCOMMIT")
     tag = uuid.uuid4().hex[:10]
     user, db, password = f"npas_bi_{tag}", f"npas_bi_{tag}", secrets.token_hex(8)
     with admin.connect() as conn:

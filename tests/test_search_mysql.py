@@ -10,21 +10,15 @@ import sqlalchemy as sa
 
 from allocator.cli import main
 from allocator.search import SearchSettings, StudyStore, run_search
-from tests.conftest import service_missing
+from tests.conftest import MARIADB_ROOT, mariadb_admin
 
-MYSQL = "mysql+pymysql://root@127.0.0.1:3306"
+MYSQL = MARIADB_ROOT
 TINY = {"data_size": 600, "max_steps_per_epoch": 3, "batch_size": 32}
 
 
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
-    admin = sa.create_engine(f"{MYSQL}/test", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except Exception:
-        admin.dispose()
-        service_missing("no MariaDB/MySQL server at 127.0.0.1:3306")
+    admin = mariadb_admin()
     name = f"npas_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
