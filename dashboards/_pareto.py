@@ -12,60 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from allocator._pareto import as_losses, pareto_mask
+
 __all__ = ["hypervolume", "hypervolume_history", "normalised_losses", "pareto_mask"]
 
 Array = npt.NDArray[np.float64]
-
-
-def _losses(values: npt.ArrayLike, directions: Sequence[str]) -> Array:
-    """Values turned into losses (lower is better): maximised objectives are negated."""
-    points = np.asarray(values, dtype=float).reshape(-1, len(directions))
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    return points * signs
-
-
-def pareto_mask(values: npt.ArrayLike, directions: Sequence[str]) -> npt.NDArray[np.bool_]:
-    """Which points no other point dominates (better or equal everywhere, better once).
-
-    Example:
-        >>> pareto_mask([(0.9, 100), (0.8, 50), (0.7, 80), (0.8, 50)], ["maximize", "minimize"])
-        array([ True,  True, False,  True])
-    """
-    losses = _losses(values, directions)
-    n, k = losses.shape
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.lexsort(losses.T[::-1])  # by the first objective, then the next...
-    ranked = losses[order]
-    if k == 2:
-        on_front = _front_2d(ranked)
-    else:
-        on_front = np.zeros(n, dtype=bool)
-        front: list[int] = []
-        for i, point in enumerate(ranked):
-            # A dominating point is lexicographically smaller, so it came earlier; and a
-            # point dominated by a dominated point is dominated by a front point too.
-            if front:
-                kept = ranked[front]
-                if np.any(np.all(kept <= point, axis=1) & np.any(kept < point, axis=1)):
-                    continue
-            front.append(i)
-            on_front[i] = True
-    mask = np.empty(n, dtype=bool)
-    mask[order] = on_front
-    return mask
-
-
-def _front_2d(ranked: Array) -> npt.NDArray[np.bool_]:
-    """The front of lexicographically sorted 2-D losses in one pass (ties kept)."""
-    first = np.ones(len(ranked), dtype=bool)
-    first[1:] = np.any(ranked[1:] != ranked[:-1], axis=1)
-    group = np.cumsum(first) - 1
-    distinct = ranked[first]
-    best_second = np.minimum.accumulate(distinct[:, 1])
-    before = np.concatenate(([np.inf], best_second[:-1]))
-    # an earlier distinct point with a second loss <= ours dominates us
-    return np.asarray(~(before <= distinct[:, 1]))[group]
 
 
 def normalised_losses(
@@ -85,7 +36,7 @@ def normalised_losses(
     for j, use_log in enumerate(log or [False] * len(directions)):
         if use_log:
             points[:, j] = np.log10(np.maximum(points[:, j], 1e-300))
-    losses = _losses(points, directions)
+    losses = as_losses(points, directions)
     if len(losses) == 0:
         return losses
     low, high = losses.min(axis=0), losses.max(axis=0)

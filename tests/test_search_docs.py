@@ -13,6 +13,9 @@ from allocator.cli import build_parser
 from allocator.search import ProgressLine, SearchStatus
 
 MODULES = [
+    "allocator._pareto",
+    "allocator._storage_url",
+    "allocator.search._controller",
     "search_spaces",
     "search_spaces._dims",
     "search_spaces._load",

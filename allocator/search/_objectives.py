@@ -117,15 +117,8 @@ def pareto_indices(points: Sequence[Sequence[float]], directions: Sequence[str])
         >>> pareto_indices([(0.9, 100), (0.8, 50), (0.7, 80)], ["maximize", "minimize"])
         [0, 1]
     """
-    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
-    keyed = [[s * v for s, v in zip(signs, p, strict=True)] for p in points]
-    front = []
-    for i, p in enumerate(keyed):
-        dominated = any(
-            all(a <= b for a, b in zip(q, p, strict=True)) and any(a < b for a, b in zip(q, p, strict=True))
-            for j, q in enumerate(keyed)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
+    import numpy as np
+
+    from allocator._pareto import pareto_mask
+
+    return [int(i) for i in np.flatnonzero(pareto_mask(points, directions))]
