@@ -428,9 +428,7 @@ class _Search:
                 status, result["failure_reason"] = "failed", values
         reason: str | None = result.get("failure_reason")
         trial = run.trial
-        if not self._still_ours(study, trial):
-            return False
-        try:
+        try:  # its first write fails if another controller took the trial over
             status = self._record(store, study, objs, run, out, result, status, values, reason)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             if self._still_ours(study, trial):

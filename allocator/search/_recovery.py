@@ -20,6 +20,7 @@ import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from allocator.search._sharing import ATTR_CONTROLLER
 from allocator.search._store import StudyStore
 from allocator.search._table import row_for
 
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_REASON, ATTR_CONFIG = "npas_failure_reason", "npas_config"
-ATTR_CONTROLLER = "npas_controller"
 
 
 def counted(trial: FrozenTrial) -> bool:
@@ -61,7 +61,8 @@ def recover(
     from optuna.trial import TrialState
 
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stale = [t for t in running if t.user_attrs.get(ATTR_CONTROLLER) not in set(live)]
+    alive = set(live)
+    stale = [t for t in running if t.user_attrs.get(ATTR_CONTROLLER) not in alive]
     if repair or stale:
         repair_rows(study, store)
     failed = [t.number for t in stale if interrupt_trial(study, store, t.number, reason)]
@@ -92,6 +93,7 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
                 duration_s=(ended - started) if started and ended else None,
                 host=trial.user_attrs.get("npas_host"), node_id=trial.user_attrs.get("npas_node_id"),
                 worker_pid=run.get("pid"), failure_reason=trial.user_attrs.get(ATTR_REASON),
+                controller=trial.user_attrs.get(ATTR_CONTROLLER),
             )
         )
         repaired.append(trial.number)

@@ -80,9 +80,13 @@ def process_key(pid: int | None = None) -> str | None:
     return f"{boot}|{namespace}|{pid}|{start}"
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _start_time(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[19]
+    return _stat(pid)[19]
 
 
 def _alive_here(key: str | None, mine: str | None) -> bool | None:
@@ -93,13 +97,10 @@ def _alive_here(key: str | None, mine: str | None) -> bool | None:
     if len(parts) != 4 or parts[:2] != here[:2]:
         return None  # another machine, or another process namespace
     try:
-        return _start_time(int(parts[2])) == parts[3] and _not_zombie(int(parts[2]))
+        fields = _stat(int(parts[2]))
+        return fields[19] == parts[3] and fields[0] != "Z"
     except (OSError, ValueError, IndexError):
         return False
-
-
-def _not_zombie(pid: int) -> bool:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Controller:
