@@ -10,17 +10,18 @@ import copy
 import os
 import re
 import warnings
+from pathlib import Path
 from typing import IO, Any, cast
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from allocator._errors import CheckpointError
+from allocator._errors import CheckpointError, ConfigError
 from allocator._plan import Plan
 from allocator._ssn import SSN, _refresh_rnn_weights, _release_rnn_weights, _split
 
-__all__ = ["load", "materialize", "save"]
+__all__ = ["check_out_path", "load", "materialize", "save"]
 
 FORMAT = "npas-ssn"
 VERSION = 1
@@ -77,6 +78,15 @@ def _unparametrize(module: nn.Module, module_name: str, params: dict[str, nn.Par
 def _weight(model: nn.Module, qualified: str) -> torch.Tensor:
     module_name, name = _split(qualified)
     return cast(torch.Tensor, getattr(model.get_submodule(module_name), name))
+
+
+def check_out_path(path: str | os.PathLike[str], flag: str = "path") -> None:
+    """:class:`ConfigError` unless a file can be written at ``path`` (its directory exists
+    and is writable): checked before the work whose result goes there, not after."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        state = "does not exist" if not folder.exists() else "is not a writable directory"
+        raise ConfigError(f"{flag} {str(path)!r}: directory {str(folder)!r} {state}")
 
 
 def save(ssn: SSN, f: str | os.PathLike[str] | IO[bytes]) -> None:

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from allocator._errors import BudgetError, ConfigError
+from allocator._export import check_out_path
 
 __all__ = ["parse_budget", "register"]
 
@@ -119,7 +120,7 @@ def _handle(args: argparse.Namespace) -> int:
         raise ConfigError(f"--save needs method ssn (it writes an SSN), got method {config.method!r}")
     for flag in ("save", "export"):  # before training, not after
         if getattr(args, flag):
-            _check_out(f"--{flag}", getattr(args, flag))
+            check_out_path(getattr(args, flag), f"--{flag}")
 
     bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr,
                disable=not sys.stderr.isatty(), leave=False)
@@ -153,17 +154,6 @@ def _handle(args: argparse.Namespace) -> int:
         torch.save({k: v.detach().cpu() for k, v in plain.state_dict().items()}, args.export)
         print(f"exported state_dict to {args.export}")
     return 0
-
-
-def _check_out(flag: str, path: str) -> None:
-    """:class:`ConfigError` unless ``path`` can be written (its directory exists)."""
-    import os
-    from pathlib import Path
-
-    folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        state = "does not exist" if not folder.exists() else "is not a writable directory"
-        raise ConfigError(f"{flag} {path!r}: directory {str(folder)!r} {state}")
 
 
 def _table(result: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from allocator._errors import CheckpointError, ConfigError
+from allocator._export import check_out_path
 from allocator.search._store import StudyStore
 
 if TYPE_CHECKING:
@@ -110,10 +111,7 @@ def export_model(
     """
     import torch
 
-    out_dir = Path(out).resolve().parent
-    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK):
-        state = "does not exist" if not out_dir.exists() else "is not a writable directory"
-        raise ConfigError(f"--out {str(out)!r}: directory {str(out_dir)!r} {state}")
+    check_out_path(out, "--out")
     with StudyStore(storage, must_exist=True) as store:
         loaded = store.load_study(study)
         trials_ = [t for t in loaded.get_trials(deepcopy=False) if t.number == trial_number]
