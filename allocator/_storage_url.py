@@ -1,4 +1,5 @@
-"""The study store's address, shared by the search service and the dashboards.
+"""The study store's address, shared by the search service and the dashboards:
+the default, parsing and checking a URL, driver options, and errors without passwords.
 
 ``import allocator`` does not load this module (it needs SQLAlchemy); both the controller
 (``allocator.search``) and ``dashboards`` import it, so the default store, the
@@ -8,13 +9,29 @@ environment variable and the masking of passwords are defined once.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-__all__ = ["DEFAULT_STORAGE", "ENV_STORAGE", "mask_url", "resolve_url"]
+from allocator._errors import StorageError
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "DEFAULT_STORAGE",
+    "ENV_STORAGE",
+    "connect_args",
+    "describe_db_error",
+    "mask_url",
+    "parse_url",
+    "resolve_url",
+    "sqlite_path",
+]
 
 DEFAULT_STORAGE = "sqlite:///npas.db"
 ENV_STORAGE = "NPAS_STORAGE"
+_BACKENDS = {"sqlite", "postgresql", "mysql"}
+_EXAMPLES = "sqlite:///npas.db, postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db"
+CONNECT_TIMEOUT_S = 5
 
 
 def resolve_url(url: str | None) -> str:
@@ -39,3 +56,69 @@ def mask_url(url: str | URL) -> str:
     except Exception:  # not a URL at all: show only the scheme, never the rest
         text = str(url)
         return text.split("://", 1)[0] + "://..." if "://" in text else "<invalid URL>"
+
+
+def parse_url(url: str) -> URL:
+    """Parse and check a storage URL; :class:`StorageError` names what is wrong."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StorageError(
+            f"storage {mask_url(url)!r} is not a SQLAlchemy URL; e.g. {_EXAMPLES}"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in _BACKENDS:
+        raise StorageError(
+            f"storage {mask_url(parsed)!r}: backend {backend!r} is not supported; "
+            f"use sqlite, postgresql or mysql, e.g. {_EXAMPLES}"
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise StorageError(
+            f"storage {mask_url(parsed)!r}: an in-memory SQLite store cannot be shared "
+            "between the search and its readers; give a file, e.g. sqlite:///npas.db"
+        )
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError:
+        hint = {"postgresql": "postgresql+psycopg://", "mysql": "mysql+pymysql://"}.get(
+            backend, "sqlite:///"
+        )
+        raise StorageError(
+            f"storage {mask_url(parsed)!r}: driver {parsed.get_driver_name()!r} is not "
+            f"installed; use {hint}..."
+        ) from None
+    except Exception:
+        raise StorageError(
+            f"storage {mask_url(parsed)!r}: unknown driver {parsed.get_driver_name()!r}; "
+            f"e.g. {_EXAMPLES}"
+        ) from None
+    return parsed
+
+
+def connect_args(url: URL) -> dict[str, object]:
+    """Driver options: a busy timeout for SQLite, a connect timeout for servers."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return {"timeout": 30}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of a SQLite URL (``None`` for other backends)."""
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    return Path(url.database)
+
+
+def describe_db_error(exc: BaseException, url: URL) -> str:
+    """The first line of a driver error, with the password (if any) blanked out."""
+    inner = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(inner).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(inner).__name__
+    if len(lines) > 1 and lines[0].endswith("failed:"):
+        text = f"{lines[0]} {lines[1]}"
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    if any(s in text for s in ("Access denied", "password authentication failed")):
+        text += "; check the user name and password in the URL"
+    return text

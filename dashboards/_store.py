@@ -15,14 +15,21 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from allocator._errors import ConfigError, StorageError
-from allocator._storage_url import DEFAULT_STORAGE, mask_url, resolve_url
+from allocator._storage_url import (
+    DEFAULT_STORAGE,
+    connect_args,
+    describe_db_error,
+    mask_url,
+    parse_url,
+    resolve_url,
+    sqlite_path,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -33,7 +40,6 @@ __all__ = ["DEFAULT_STORAGE", "StudyData", "load_study", "load_trials", "mask_ur
 logger = logging.getLogger(__name__)
 
 RESULTS_TABLE = "npas_results"
-_CONNECT_TIMEOUT_S = 5
 
 #: Optuna's trial states as ``npas_results`` spells them.
 _STATES = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned",
@@ -48,31 +54,18 @@ def check_store(url: str | None) -> str:
     """
     url = resolve_url(url)
     shown = mask_url(url)
-    try:
-        parsed = make_url(url)
-    except Exception:
+    parsed = parse_url(url)
+    path = sqlite_path(parsed)
+    if path is not None and not path.is_file():
         raise StorageError(
-            f"storage {shown!r} is not a SQLAlchemy URL; e.g. sqlite:///npas.db"
-        ) from None
-    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
-        raise StorageError(
-            f"storage {shown!r}: backend {parsed.get_backend_name()!r} is not supported; use "
-            "sqlite, postgresql or mysql, e.g. sqlite:///npas.db, postgresql+psycopg://user@host/db"
+            f"storage {shown!r}: {path} does not exist; run `npas search` first or give --storage"
         )
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database in (None, "", ":memory:"):
-            raise StorageError(f"storage {shown!r}: give a SQLite file, e.g. sqlite:///npas.db")
-        path = Path(parsed.database)
-        if not path.is_file():
-            raise StorageError(
-                f"storage {shown!r}: {path} does not exist; run `npas search` first or give --storage"
-            )
     engine = _engine(parsed)
     try:
         with engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
     except Exception as exc:
-        raise StorageError(f"cannot read storage {shown!r}: {_first_line(exc, parsed)}") from None
+        raise StorageError(f"cannot read storage {shown!r}: {describe_db_error(exc, parsed)}") from None
     finally:
         engine.dispose()
     if "studies" not in tables:
@@ -127,7 +120,7 @@ def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     import optuna
 
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"connect_args": _connect_args(parsed)}
+    kwargs: dict[str, Any] = {"connect_args": connect_args(parsed)}
     with _errors(url):
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=True)
 
@@ -188,7 +181,7 @@ def _from_results(url: str, study: str, names: list[str]) -> pd.DataFrame | None
             query = sa.select(table).where(table.c.study == study).order_by(table.c.trial_number)
             frame = pd.read_sql(query, conn)
     except Exception as exc:
-        raise StorageError(f"cannot read storage {mask_url(url)!r}: {_first_line(exc, parsed)}") from None
+        raise StorageError(f"cannot read storage {mask_url(url)!r}: {describe_db_error(exc, parsed)}") from None
     finally:
         engine.dispose()
     if frame.empty or not set(names) <= set(frame.columns):
@@ -313,31 +306,14 @@ def _any_nan(values: Any) -> Any:
     return np.isnan(values).any(axis=1) if values.size else np.zeros(len(values), dtype=bool)
 
 
-def _connect_args(parsed: URL) -> dict[str, Any]:
-    if parsed.get_backend_name() == "sqlite":
-        return {"timeout": 30}
-    return {"connect_timeout": _CONNECT_TIMEOUT_S}
-
-
 def _engine(parsed: URL) -> sa.Engine:
     try:
-        return sa.create_engine(parsed, connect_args=_connect_args(parsed), poolclass=sa.NullPool)
+        return sa.create_engine(parsed, connect_args=connect_args(parsed), poolclass=sa.NullPool)
     except Exception as exc:
         raise StorageError(
-            f"storage {mask_url(parsed)!r}: {_first_line(exc, parsed)}; use sqlite, postgresql "
+            f"storage {mask_url(parsed)!r}: {describe_db_error(exc, parsed)}; use sqlite, postgresql "
             "or mysql, e.g. sqlite:///npas.db, postgresql+psycopg://user@host/db"
         ) from None
-
-
-def _first_line(exc: BaseException, parsed: URL) -> str:
-    inner = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
-    text = lines[0] if lines else type(inner).__name__
-    if parsed.password:
-        text = text.replace(str(parsed.password), "***")
-    if any(s in text for s in ("Access denied", "password authentication failed")):
-        text += "; check the user name and password in the URL"
-    return text
 
 
 @contextmanager
@@ -351,7 +327,7 @@ def _errors(url: str) -> Iterator[None]:
         if isinstance(exc, sa.exc.SQLAlchemyError) or type(exc).__module__.startswith("optuna"):
             cause = exc.__cause__ or exc
             raise StorageError(
-                f"cannot read storage {mask_url(url)!r}: {_first_line(cause, make_url(url))}"
+                f"cannot read storage {mask_url(url)!r}: {describe_db_error(cause, make_url(url))}"
             ) from None
         raise
 
