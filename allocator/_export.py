@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from allocator._errors import CheckpointError, ConfigError
+from allocator._generators import GeneratedWeight
 from allocator._plan import Plan
 from allocator._ssn import SSN, _refresh_rnn_weights, _release_rnn_weights, _split
 
@@ -31,6 +32,10 @@ VERSION = 1
 def materialize(ssn: SSN) -> nn.Module:
     """Compute every generated weight once and return a plain module of the model's own
     class, whose ``state_dict`` loads into a freshly built model.
+
+    Only npas's parametrizations are removed: the model's own (``weight_norm``,
+    ``spectral_norm``, ``orthogonal``, a user's) stay in place, on top of the plain
+    tensors npas generated under them.
 
     Example:
         >>> import torch, allocator
@@ -55,15 +60,34 @@ def materialize(ssn: SSN) -> nn.Module:
     return plain
 
 
+def _ours(module: nn.Module) -> list[str]:
+    """Names of the tensors of ``module`` that npas generates (its parametrization lists
+    start with a :class:`GeneratedWeight`); the model's own parametrizations are not."""
+    plists = cast(nn.ModuleDict, module.parametrizations)
+    return [n for n, plist in plists.items() if isinstance(plist[0], GeneratedWeight)]  # type: ignore[index]
+
+
 def _unparametrize(module: nn.Module, module_name: str, params: dict[str, nn.Parameter]) -> None:
-    """Give a module of a deep-copied SSN its own class back, with plain weights.
+    """Give a module of a deep-copied SSN plain weights where npas generated them.
 
     ``parametrize.remove_parametrizations`` would delete the properties from the injected
-    class, which the copy shares with the live SSN, so the copy is restored by hand.
+    class, which the copy shares with the live SSN, so the copy is restored by hand: its
+    own class back when npas's were its only parametrizations, else a copy of the
+    injected class without npas's properties (the model's own stay as they were).
     """
-    names = list(module.parametrizations.keys())  # type: ignore[union-attr, operator]
-    del module._modules["parametrizations"]
-    module.__class__ = module.__class__.__bases__[0]
+    names = _ours(module)
+    if not names:
+        return
+    plists = cast(nn.ModuleDict, module.parametrizations)
+    cls = type(module)
+    if len(names) == len(plists):
+        del module._modules["parametrizations"]
+        module.__class__ = cls.__bases__[0]
+    else:
+        attrs = {k: v for k, v in vars(cls).items() if k not in names}
+        module.__class__ = type(cls.__name__, cls.__bases__, attrs)
+        for name in names:
+            del plists[name]
     for name in names:
         module.register_parameter(name, params[f"{module_name}.{name}" if module_name else name])
     if isinstance(module, nn.RNNBase):

@@ -3,6 +3,7 @@
 A single-group SSN whose every layer mixes four templates through ``emb`` is trained
 briefly on the user's task; each layer's learned embedding then describes how it uses
 the shared parameters, and k-means (scikit-learn) over those embeddings gives the groups.
+The loss of one pretraining batch, whatever the model returns, is :func:`batch_loss`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from allocator._batches import batch_loss
 from allocator._errors import ConfigError
 from allocator._layers import Slot
 from allocator._mapping import resolve_groups
 from allocator._plan import make_pretrain_plan
 
-__all__ = ["cluster_layers", "learn_mapping"]
+__all__ = ["batch_loss", "cluster_layers", "learn_mapping"]
 
 log = logging.getLogger("allocator")
 
@@ -56,13 +57,11 @@ def cluster_layers(features: np.ndarray, count: int, seed: int) -> list[int]:
     return [index.setdefault(int(label), len(index)) for label in labels]
 
 
-def _train_on_batches(net: nn.Module, batches: Any) -> None:
+def _train_on_batches(net: nn.Module, batches: Any, loss_fn: Any = None) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
     for batch in batches:
-        inputs, targets = batch
-        out = net(*inputs) if isinstance(inputs, (tuple, list)) else net(inputs)
-        loss = F.cross_entropy(out, targets)
+        loss = batch_loss(net, batch, loss_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,8 +76,13 @@ def learn_mapping(
     groups: int | None,
     pretrain: Any,
     seed: int,
+    *,
+    loss: Any = None,
 ) -> list[int]:
-    """Group of every slot, learned by pre-training a single-group ``emb`` SSN."""
+    """Group of every slot, learned by pre-training a single-group ``emb`` SSN.
+
+    ``loss(output, targets)`` replaces the default loss of an iterable ``pretrain``
+    (see :func:`batch_loss`)."""
     from allocator._ssn import SSN
 
     count = resolve_groups("learned", groups, slots)
@@ -88,13 +92,18 @@ def learn_mapping(
             "mapping 'learned' needs pretrain=: a callable that trains the network it is "
             "given, or an iterable of (inputs, targets) batches"
         )
+    if loss is not None and (callable(pretrain) or not callable(loss)):
+        raise ConfigError(
+            "pretrain_loss must be a callable loss(output, targets) and goes with an iterable "
+            "pretrain; a callable pretrain computes its own loss"
+        )
     if count == 1:
         return [0] * len(slots)
     net = SSN(copy.deepcopy(model), make_pretrain_plan(slots, unshared, base, budget), seed=seed)
     if callable(pretrain):
         pretrain(net)
     else:
-        _train_on_batches(net, pretrain)
+        _train_on_batches(net, pretrain, loss)
     features = np.stack(
         [g.embedding.detach().float().cpu().numpy() for _, g in net.generators()]
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from allocator._budget import (
@@ -22,7 +22,7 @@ from allocator._budget import (
     split_budget,
 )
 from allocator._errors import BudgetError, CheckpointError
-from allocator._layers import Slot
+from allocator._layers import Slot, UnsharedWeight
 
 __all__ = ["Allocation", "GroupPlan", "Plan", "SlotPlan", "make_plan", "make_pretrain_plan"]
 
@@ -71,6 +71,8 @@ class Plan:
     slots: tuple[SlotPlan, ...]
     groups: tuple[GroupPlan, ...]
     options: dict[str, Any] = field(default_factory=dict)
+    #: Every parameter left with its layer, and why (the allocation table lists them).
+    unshared_weights: tuple[UnsharedWeight, ...] = ()
 
     @property
     def generator_params(self) -> int:
@@ -104,6 +106,11 @@ class Plan:
                 }
                 for s in self.slots
             ],
+            "unshared_weights": [
+                {"owners": list(u.owners), "shape": list(u.shape), "reason": u.reason,
+                 "trainable": u.trainable}
+                for u in self.unshared_weights
+            ],
         }
 
     @classmethod
@@ -125,6 +132,15 @@ class Plan:
                 for s in data["slots"]
             )
             groups = tuple(GroupPlan(**g) for g in data["groups"])
+            kept = tuple(
+                UnsharedWeight(
+                    owners=tuple(str(o) for o in u["owners"]),
+                    shape=tuple(int(d) for d in u["shape"]),
+                    reason=str(u["reason"]),
+                    trainable=bool(u["trainable"]),
+                )
+                for u in data.get("unshared_weights", ())  # absent in files before it
+            )
             return cls(
                 budget=int(data["budget"]),
                 base_params=int(data["base_params"]),
@@ -132,6 +148,7 @@ class Plan:
                 slots=slots,
                 groups=groups,
                 options=dict(data["options"]),
+                unshared_weights=kept,
             )
         except CheckpointError:
             raise
@@ -169,8 +186,12 @@ def make_plan(
     upsample: str,
     templates: int,
     options: dict[str, Any] | None = None,
+    unshared_weights: Sequence[UnsharedWeight] = (),
 ) -> Plan:
-    """Split ``budget`` over the groups of ``assignment`` and pick every generator."""
+    """Split ``budget`` over the groups of ``assignment`` and pick every generator.
+
+    ``unshared_weights`` (from :func:`allocator._layers.inventory`) travel with the plan
+    and name the largest of them when the budget is too small."""
     count = max(assignment) + 1
     members: list[list[int]] = [[] for _ in range(count)]
     for slot, group in zip(slots, assignment, strict=True):
@@ -182,10 +203,22 @@ def make_plan(
             f"budget {budget:,} is below the minimum {need:,} that this configuration needs "
             f"({unshared:,} unshared parameters plus at least one per group and the "
             f"generators' own); raise the budget, use fewer groups or another upsample "
-            f"generator than {upsample!r}"
+            f"generator than {upsample!r}{_largest_unshared(unshared_weights)}"
         )
-    return _assemble(slots, unshared, base_params, budget, assignment, choices,
+    plan = _assemble(slots, unshared, base_params, budget, assignment, choices,
                      downsample, upsample, options or {})
+    return replace(plan, unshared_weights=tuple(unshared_weights))
+
+
+def _largest_unshared(kept: Sequence[UnsharedWeight], count: int = 3) -> str:
+    """``"; the largest unshareable weights: a (64x64, 4,096: why), ..."`` or ``""``."""
+    largest = sorted((u for u in kept if u.trainable), key=lambda u: -u.numel)[:count]
+    if not largest:
+        return ""
+    named = ", ".join(
+        f"{u.name} ({'x'.join(map(str, u.shape))}, {u.numel:,}: {u.reason})" for u in largest
+    )
+    return f"; the largest unshareable weights: {named}"
 
 
 def _assemble(
@@ -292,6 +325,18 @@ class Allocation:
             for s in self.plan.slots
         ]
 
+    def unshared_rows(self) -> list[dict[str, Any]]:
+        """One row per parameter left with its layer: name(s), shape, count, reason."""
+        return [
+            {
+                "layer": " = ".join(u.owners),
+                "shape": "x".join(str(d) for d in u.shape),
+                "params": u.numel if u.trainable else 0,
+                "reason": u.reason,
+            }
+            for u in self.plan.unshared_weights
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "budget": self.budget,
@@ -301,16 +346,15 @@ class Allocation:
             "groups": [asdict(g) for g in self.plan.groups],
             "options": dict(self.plan.options),
             "layers": self.rows(),
+            "unshared": self.unshared_rows(),
         }
 
     def __str__(self) -> str:
-        rows = self.rows()
-        cols = ["layer", "shape", "group", "generator", "templates", "params"]
-        table = [cols] + [[str(r[c]) for c in cols] for r in rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                 for row in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = _table(self.rows(), ["layer", "shape", "group", "generator", "templates", "params"])
+        kept = self.unshared_rows()
+        if kept:
+            lines += ["", "not shared:"]
+            lines += _table(kept, ["layer", "shape", "params", "reason"])
         p = self.plan
         lines.append("")
         for i, g in enumerate(p.groups):
@@ -325,3 +369,13 @@ class Allocation:
 
     def __repr__(self) -> str:
         return f"Allocation(trainable={self.trainable}, budget={self.budget})"
+
+
+def _table(rows: Sequence[dict[str, Any]], cols: list[str]) -> list[str]:
+    """Rows as aligned text lines under a header and a rule."""
+    table = [cols] + [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines

@@ -20,8 +20,9 @@ from torch.nn.utils import parametrize
 from allocator._budget import DOWNSAMPLE, UPSAMPLE, resolve_budget
 from allocator._errors import CheckpointError, ConfigError
 from allocator._generators import GeneratedWeight, ParameterGroup
-from allocator._layers import SHAREABLE_KINDS, find_slots, trainable_count
+from allocator._layers import SHAREABLE_KINDS, inventory, trainable_count
 from allocator._mapping import MAPPINGS, assign_groups
+from allocator._padding import ZeroRows, padding_rows
 from allocator._plan import Allocation, Plan, make_plan
 
 __all__ = ["SSN", "shapeshift"]
@@ -29,6 +30,7 @@ __all__ = ["SSN", "shapeshift"]
 log = logging.getLogger("allocator")
 
 Pretrain = Callable[[nn.Module], Any] | Iterable[Any]
+PretrainLoss = Callable[[Any, Any], Tensor]
 
 
 def _refresh_rnn_weights(module: nn.Module, _args: Any) -> None:
@@ -118,9 +120,11 @@ class SSN(nn.Module):
         originals: dict[int, Tensor] = {}
         for index, slot in enumerate(self._plan.slots):
             gen = GeneratedWeight(slot, self.groups[slot.group])  # type: ignore[arg-type]
-            for owner in slot.owners:
-                module_name, name = _split(owner)
-                module = self.model.get_submodule(module_name)
+            owners = [self.model.get_submodule(_split(o)[0]) for o in slot.owners]
+            # An embedding's padding row stays zero in every owner of a tied weight.
+            pad = padding_rows(owners)
+            for owner, module in zip(slot.owners, owners, strict=True):
+                name = _split(owner)[1]
                 dense = module._parameters.pop(name)
                 if dense is None or tuple(dense.shape) != slot.shape:
                     raise CheckpointError(
@@ -134,6 +138,8 @@ class SSN(nn.Module):
                 parametrize.register_parametrization(module, name, gen, unsafe=True)
                 plist = cast(nn.Module, module.parametrizations[name])  # type: ignore[index]
                 plist.register_buffer("original", plist.get_buffer("original"), persistent=False)
+                if pad:
+                    parametrize.register_parametrization(module, name, ZeroRows(pad), unsafe=True)
                 if isinstance(module, nn.RNNBase) and not getattr(module, "_npas_hooked", False):
                     module.register_forward_pre_hook(_refresh_rnn_weights)
                     module.register_forward_hook(_release_rnn_weights)
@@ -250,6 +256,7 @@ def shapeshift(
     mapping: str = "single",
     manual_map: Mapping[str, object] | None = None,
     pretrain: Pretrain | None = None,
+    pretrain_loss: PretrainLoss | None = None,
     seed: int = 0,
     inplace: bool = False,
 ) -> SSN:
@@ -272,8 +279,12 @@ def shapeshift(
             ``manual`` (with ``manual_map``) or ``learned`` (with ``pretrain``).
         manual_map: layer (or weight) name -> group label, for ``mapping="manual"``.
         pretrain: for ``mapping="learned"``: a callable that trains the network it is
-            given for a short schedule, or an iterable of ``(inputs, targets)`` batches
-            for one epoch of cross-entropy training with Adam.
+            given for a short schedule, or an iterable of batches for one epoch of
+            training with Adam: ``(inputs, targets)`` pairs (cross-entropy of the
+            output's logits) or dicts of keyword arguments whose output has a ``loss``
+            (transformers models given ``labels``).
+        pretrain_loss: with an iterable ``pretrain``: ``loss(output, targets)`` used
+            instead (``targets`` is None for dict batches).
         seed: seeds the random mapping, initial templates and coefficients.
         inplace: modify ``model`` itself instead of a copy (saves memory).
 
@@ -291,11 +302,12 @@ def shapeshift(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_options(templates, downsample, upsample, mapping)
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
+    if any(isinstance(m, GeneratedWeight) for m in model.modules()):
         raise ConfigError(
-            "model already has parametrized weights (is it an SSN?); pass the plain model"
+            "model already has npas-generated weights (is it an SSN?); pass the plain model"
         )
-    slots, unshared = find_slots(model)
+    found = inventory(model)
+    slots, unshared = list(found.slots), found.unshared_count
     if not slots:
         raise ConfigError(
             f"model {type(model).__name__} has no shareable layer; shareable are: {SHAREABLE_KINDS}"
@@ -305,7 +317,10 @@ def shapeshift(
     if mapping == "learned":
         from allocator._learned import learn_mapping
 
-        assignment = learn_mapping(model, slots, unshared, base, count, groups, pretrain, seed)
+        assignment = learn_mapping(model, slots, unshared, base, count, groups, pretrain, seed,
+                                   loss=pretrain_loss)
+    elif pretrain_loss is not None:
+        raise ConfigError(f"pretrain_loss is used by mapping 'learned' only, not {mapping!r}")
     else:
         assignment = assign_groups(mapping, slots, groups, seed=seed, manual_map=manual_map)
     options = {
@@ -318,7 +333,8 @@ def shapeshift(
         "seed": seed,
     }
     plan = make_plan(slots, unshared, base, count, assignment, downsample=downsample,
-                     upsample=upsample, templates=templates, options=options)
+                     upsample=upsample, templates=templates, options=options,
+                     unshared_weights=found.unshared)
     if plan.trainable < count:
         unused = count - plan.trainable
         if unused > 0.005 * count:

@@ -62,5 +62,5 @@ def test_model_with_nothing_to_share_is_refused() -> None:
 
 def test_an_ssn_is_not_shapeshifted_twice() -> None:
     ssn = allocator.shapeshift(mlp(), 0.5)
-    with pytest.raises(allocator.ConfigError, match="already has parametrized weights"):
+    with pytest.raises(allocator.ConfigError, match="already has npas-generated weights"):
         allocator.shapeshift(ssn.model, 0.5)
