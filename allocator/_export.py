@@ -18,9 +18,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from allocator._errors import CheckpointError, ConfigError
-from allocator._generators import GeneratedWeight
 from allocator._plan import Plan
-from allocator._ssn import SSN, _refresh_rnn_weights, _release_rnn_weights, _split
+from allocator._ssn import (
+    SSN,
+    _refresh_rnn_weights,
+    _release_rnn_weights,
+    _split,
+    generated_names,
+)
 
 __all__ = ["check_out_path", "load", "materialize", "save"]
 
@@ -60,13 +65,6 @@ def materialize(ssn: SSN) -> nn.Module:
     return plain
 
 
-def _ours(module: nn.Module) -> list[str]:
-    """Names of the tensors of ``module`` that npas generates (its parametrization lists
-    start with a :class:`GeneratedWeight`); the model's own parametrizations are not."""
-    plists = cast(nn.ModuleDict, module.parametrizations)
-    return [n for n, plist in plists.items() if isinstance(plist[0], GeneratedWeight)]  # type: ignore[index]
-
-
 def _unparametrize(module: nn.Module, module_name: str, params: dict[str, nn.Parameter]) -> None:
     """Give a module of a deep-copied SSN plain weights where npas generated them.
 
@@ -75,7 +73,7 @@ def _unparametrize(module: nn.Module, module_name: str, params: dict[str, nn.Par
     own class back when npas's were its only parametrizations, else a copy of the
     injected class without npas's properties (the model's own stay as they were).
     """
-    names = _ours(module)
+    names = generated_names(module)
     if not names:
         return
     plists = cast(nn.ModuleDict, module.parametrizations)

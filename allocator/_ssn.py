@@ -56,6 +56,16 @@ def _split(qualified: str) -> tuple[str, str]:
     return module, name
 
 
+def generated_names(module: nn.Module) -> list[str]:
+    """Names of the tensors of ``module`` that npas generates: those whose
+    parametrization list starts with a :class:`GeneratedWeight`. The model's own
+    parametrizations (``weight_norm``, a user's) are not npas's."""
+    if not parametrize.is_parametrized(module):
+        return []
+    plists = cast(nn.ModuleDict, module.parametrizations)
+    return [n for n, plist in plists.items() if isinstance(plist[0], GeneratedWeight)]  # type: ignore[index]
+
+
 class SSN(nn.Module):
     """A Shapeshifter Network: the user's ``model`` whose shared weights are generated
     from ``groups``. Call it exactly like the model.
@@ -302,7 +312,7 @@ def shapeshift(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_options(templates, downsample, upsample, mapping)
-    if any(isinstance(m, GeneratedWeight) for m in model.modules()):
+    if any(generated_names(m) for m in model.modules()):
         raise ConfigError(
             "model already has npas-generated weights (is it an SSN?); pass the plain model"
         )

@@ -89,3 +89,77 @@ def test_cluster_layers_fills_empty_clusters() -> None:
     same = np.ones((6, 4))
     labels = cluster_layers(same, 3, 0)
     assert sorted(set(labels)) == [0, 1, 2]
+
+
+class _Returns(nn.Module):
+    """An mlp whose forward returns its logits wrapped as ``kind`` says."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.net = mlp(width=8, depth=3, classes=3)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> object:
+        logits = self.net(x)
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        if self.kind == "dict":
+            return {"logits": logits, "loss": loss}
+        if self.kind == "tuple":
+            return (logits, logits.detach())
+        if self.kind == "object":
+            return type("Output", (), {"logits": logits, "loss": loss})()
+        return "not a tensor"
+
+
+def _pairs(n: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(6, 8, generator=g), torch.randint(0, 3, (6,), generator=g))
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple", "object"])
+def test_learned_pretraining_reads_the_logits_of_structured_outputs(kind: str) -> None:
+    ssn = allocator.shapeshift(_Returns(kind), 0.5, mapping="learned", groups=2,
+                               pretrain=_pairs())
+    assert sorted({s.group for s in ssn.plan.slots}) == [0, 1]
+
+
+@pytest.mark.parametrize("kind", ["dict", "object"])
+def test_learned_pretraining_uses_the_models_own_loss_on_dict_batches(kind: str) -> None:
+    batches = [{"x": x, "labels": y} for x, y in _pairs()]
+    allocator.shapeshift(_Returns(kind), 0.5, mapping="learned", groups=2, pretrain=batches)
+
+
+def test_learned_pretraining_takes_a_loss_function() -> None:
+    calls: list[tuple[str, bool]] = []
+
+    def loss(output: object, targets: object) -> torch.Tensor:
+        calls.append((type(output).__name__, targets is None))
+        assert isinstance(output, tuple)
+        return output[0].square().mean()
+
+    allocator.shapeshift(_Returns("tuple"), 0.5, mapping="learned", groups=2,
+                         pretrain=[{"x": x} for x, _ in _pairs()], pretrain_loss=loss)
+    assert calls == [("tuple", True)] * 3
+
+
+@pytest.mark.parametrize(("kind", "batches", "loss", "match"), [
+    ("string", _pairs(1), None, "got a str from the model; it needs a tensor of logits"),
+    ("tuple", [{"x": _pairs(1)[0][0]}], None, "no targets in the batch"),
+    ("dict", [(_pairs(1)[0][0],)], None, "an .inputs, targets. pair or a dict"),
+    ("dict", [(_pairs(1)[0][0], torch.zeros(6, 2))], None, "cross-entropy of the model's logits"),
+    ("dict", _pairs(1), lambda out, y: out["logits"], "must be a scalar float tensor"),
+    ("dict", _pairs(1), "not callable", "pretrain_loss must be a callable"),
+])
+def test_learned_pretraining_refuses_what_it_cannot_train_on(kind, batches, loss, match) -> None:
+    with pytest.raises(allocator.ConfigError, match=match):
+        allocator.shapeshift(_Returns(kind), 0.5, mapping="learned", groups=2,
+                             pretrain=batches, pretrain_loss=loss)
+
+
+def test_pretrain_loss_goes_with_the_learned_mapping_only() -> None:
+    with pytest.raises(allocator.ConfigError, match="mapping 'learned' only"):
+        allocator.shapeshift(mlp(), 0.5, pretrain_loss=lambda out, y: out.sum())
+    with pytest.raises(allocator.ConfigError, match="goes with an iterable pretrain"):
+        allocator.shapeshift(mlp(), 0.5, mapping="learned", groups=2,
+                             pretrain=lambda net: None, pretrain_loss=lambda out, y: out.sum())
