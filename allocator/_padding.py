@@ -41,9 +41,10 @@ class ZeroRows(nn.Module):
 
     rows: Tensor
 
-    def __init__(self, rows: Iterable[int]) -> None:
+    def __init__(self, rows: Iterable[int], device: torch.device | str | None = None) -> None:
         super().__init__()
-        self.register_buffer("rows", torch.tensor(list(rows), dtype=torch.long), persistent=False)
+        index = torch.tensor(list(rows), dtype=torch.long, device=device)
+        self.register_buffer("rows", index, persistent=False)
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight.index_fill(0, self.rows, 0.0)

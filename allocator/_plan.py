@@ -24,7 +24,15 @@ from allocator._budget import (
 from allocator._errors import BudgetError, CheckpointError
 from allocator._layers import Slot, UnsharedWeight
 
-__all__ = ["Allocation", "GroupPlan", "Plan", "SlotPlan", "make_plan", "make_pretrain_plan"]
+__all__ = [
+    "Allocation",
+    "GroupPlan",
+    "Plan",
+    "SlotPlan",
+    "largest_unshared",
+    "make_plan",
+    "make_pretrain_plan",
+]
 
 PLAN_FORMAT = 1
 #: Templates of the single-group ``emb`` network that the learned mapping pre-trains.
@@ -203,14 +211,14 @@ def make_plan(
             f"budget {budget:,} is below the minimum {need:,} that this configuration needs "
             f"({unshared:,} unshared parameters plus at least one per group and the "
             f"generators' own); raise the budget, use fewer groups or another upsample "
-            f"generator than {upsample!r}{_largest_unshared(unshared_weights)}"
+            f"generator than {upsample!r}{largest_unshared(unshared_weights)}"
         )
     plan = _assemble(slots, unshared, base_params, budget, assignment, choices,
                      downsample, upsample, options or {})
     return replace(plan, unshared_weights=tuple(unshared_weights))
 
 
-def _largest_unshared(kept: Sequence[UnsharedWeight], count: int = 3) -> str:
+def largest_unshared(kept: Sequence[UnsharedWeight], count: int = 3) -> str:
     """``"; the largest unshareable weights: a (64x64, 4,096: why), ..."`` or ``""``."""
     largest = sorted((u for u in kept if u.trainable), key=lambda u: -u.numel)[:count]
     if not largest:

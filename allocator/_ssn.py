@@ -23,7 +23,7 @@ from allocator._generators import GeneratedWeight, ParameterGroup
 from allocator._layers import SHAREABLE_KINDS, inventory, trainable_count
 from allocator._mapping import MAPPINGS, assign_groups
 from allocator._padding import ZeroRows, padding_rows
-from allocator._plan import Allocation, Plan, make_plan
+from allocator._plan import Allocation, Plan, largest_unshared, make_plan
 
 __all__ = ["SSN", "shapeshift"]
 
@@ -149,7 +149,8 @@ class SSN(nn.Module):
                 plist = cast(nn.Module, module.parametrizations[name])  # type: ignore[index]
                 plist.register_buffer("original", plist.get_buffer("original"), persistent=False)
                 if pad:
-                    parametrize.register_parametrization(module, name, ZeroRows(pad), unsafe=True)
+                    zero = ZeroRows(pad, device=dense.device)
+                    parametrize.register_parametrization(module, name, zero, unsafe=True)
                 if isinstance(module, nn.RNNBase) and not getattr(module, "_npas_hooked", False):
                     module.register_forward_pre_hook(_refresh_rnn_weights)
                     module.register_forward_hook(_release_rnn_weights)
@@ -321,6 +322,7 @@ def shapeshift(
     if not slots:
         raise ConfigError(
             f"model {type(model).__name__} has no shareable layer; shareable are: {SHAREABLE_KINDS}"
+            + largest_unshared(found.unshared)
         )
     base = trainable_count(model)
     count = resolve_budget(budget, base)

@@ -172,3 +172,15 @@ def test_a_model_that_is_one_layer_hashes_and_materializes() -> None:
     plain = materialize_hashed(net)
     assert type(plain) is nn.Linear and count_parameters(plain) == 15
     assert torch.equal(plain(x), net(x))
+
+
+def test_hashed_embedding_keeps_its_padding_row_zero() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4, padding_idx=1), nn.Linear(4, 3))
+    net = hashed(model, 0.5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        net(torch.tensor([[1, 2, 1]])).square().sum().backward()
+        opt.step()
+    plain = materialize_hashed(net)
+    assert plain[0].padding_idx == 1 and torch.equal(plain[0].weight[1], torch.zeros(4))

@@ -25,6 +25,7 @@ from torch.nn.utils import parametrize
 from allocator._budget import resolve_budget
 from allocator._errors import BudgetError
 from allocator._layers import find_slots
+from allocator._padding import ZeroRows, padding_rows
 from trials.metrics import count_parameters
 
 __all__ = ["HashedNet", "hashed", "materialize_hashed", "reduced_width"]
@@ -237,10 +238,14 @@ def hashed(model: nn.Module, budget: int | float, *, seed: int = 0) -> HashedNet
     for layer, slot in enumerate(slots):
         index, sign = hash_positions(seed, layer, slot.numel, size)
         fn = _HashedWeight(net, index, sign, slot.shape)
-        for owner in slot.owners:
-            module_name, _, pname = owner.rpartition(".")
-            module = model.get_submodule(module_name)
+        owners = [model.get_submodule(owner.rpartition(".")[0]) for owner in slot.owners]
+        pad = padding_rows(owners)  # an embedding's padding row stays zero, as in an SSN
+        for owner, module in zip(slot.owners, owners, strict=True):
+            pname = owner.rpartition(".")[2]
             _parametrize(module, pname, fn)
+            if pad:
+                zero = ZeroRows(pad, device=like.device)
+                parametrize.register_parametrization(module, pname, zero, unsafe=True)
             if isinstance(module, nn.RNNBase) and module not in rnns:
                 rnns.append(module)
         net.hashed_weights.append(slot.owners)
