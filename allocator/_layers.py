@@ -32,6 +32,7 @@ from torch.nn.utils import parametrize
 __all__ = [
     "SHAREABLE_KINDS",
     "Inventory",
+    "Owned",
     "Slot",
     "UnsharedWeight",
     "fan_in",
@@ -82,8 +83,24 @@ def fan_in(kind: str, shape: tuple[int, ...]) -> int:
     return shape[1] * math.prod(shape[2:])
 
 
+class Owned:
+    """A tensor held under one or more qualified names (``owners``, tied when several),
+    with a ``shape``; ``name`` is the first owner."""
+
+    owners: tuple[str, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self.owners[0]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
 @dataclass(frozen=True)
-class Slot:
+class Slot(Owned):
     """One generated weight: where it lives, its kind and its shape.
 
     ``owners`` are qualified parameter names (``"encoder.0.weight"``); more than one
@@ -95,14 +112,6 @@ class Slot:
     shape: tuple[int, ...]
 
     @property
-    def name(self) -> str:
-        return self.owners[0]
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
     def module_name(self) -> str:
         return self.name.rpartition(".")[0]
 
@@ -112,7 +121,7 @@ class Slot:
 
 
 @dataclass(frozen=True)
-class UnsharedWeight:
+class UnsharedWeight(Owned):
     """A parameter that stays with its layer, and why. ``trainable`` is False for frozen
     tensors, which the budget does not count."""
 
@@ -120,14 +129,6 @@ class UnsharedWeight:
     shape: tuple[int, ...]
     reason: str
     trainable: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.owners[0]
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)

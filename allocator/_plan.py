@@ -8,7 +8,6 @@ the SSN's ``state_dict`` as plain JSON-able data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -22,7 +21,7 @@ from allocator._budget import (
     split_budget,
 )
 from allocator._errors import BudgetError, CheckpointError
-from allocator._layers import Slot, UnsharedWeight
+from allocator._layers import Owned, Slot, UnsharedWeight
 
 __all__ = [
     "Allocation",
@@ -40,7 +39,7 @@ PRETRAIN_TEMPLATES = 4
 
 
 @dataclass(frozen=True)
-class SlotPlan:
+class SlotPlan(Owned):
     """One generated weight: its owners, shape, group, generator and window offset."""
 
     owners: tuple[str, ...]
@@ -49,14 +48,6 @@ class SlotPlan:
     group: int
     gen: LayerGen
     offset: int
-
-    @property
-    def name(self) -> str:
-        return self.owners[0]
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
