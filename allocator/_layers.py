@@ -54,6 +54,7 @@ _WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
 )
 _MHA_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
+_FROZEN = "frozen (requires_grad=False)"
 
 #: What is shared; anything else is counted as unshared, with its reason.
 SHAREABLE_KINDS = (
@@ -208,7 +209,7 @@ def _uses(model: nn.Module) -> dict[int, list[tuple[str, str, tuple[int, ...], s
             qual = f"{mod_name}.{pname}" if mod_name else pname
             shape = tuple(p.shape)
             why = (
-                "frozen (requires_grad=False)" if not p.requires_grad
+                _FROZEN if not p.requires_grad
                 else _refusal(module, pname, shape, pname in known)
             )
             uses.setdefault(id(p), []).append((qual, _kind(holder), shape, why))
@@ -231,8 +232,7 @@ def inventory(model: nn.Module) -> Inventory:
         if why is None:
             slots.append(Slot(owners, kind, shape))
         else:
-            frozen = why.startswith("frozen")
-            unshared.append(UnsharedWeight(owners, shape, why, trainable=not frozen))
+            unshared.append(UnsharedWeight(owners, shape, why, trainable=why != _FROZEN))
     return Inventory(tuple(slots), tuple(unshared))
 
 
