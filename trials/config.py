@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allocator._errors import BudgetError, ConfigError
+from allocator._vocab import DOWNSAMPLE, MAPPINGS, METHODS, UPSAMPLE
 
 __all__ = [
     "DEVICES",
@@ -26,10 +27,6 @@ __all__ = [
     "TrialConfig",
 ]
 
-METHODS: tuple[str, ...] = ("full", "ssn", "reduced_width", "hashed")
-DOWNSAMPLE: tuple[str, ...] = ("wavg", "emb", "avg", "slice")
-UPSAMPLE: tuple[str, ...] = ("repeat", "inter", "mask")
-MAPPINGS: tuple[str, ...] = ("single", "type", "roundrobin", "random", "manual", "learned")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("cosine", "step", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
