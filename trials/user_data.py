@@ -89,7 +89,8 @@ def _split(name: str, which: str, part: Any) -> Split:
     where = f"--data {name}: the {which} split"
     if isinstance(part, (tuple, list)) and len(part) == 2 and all(_is_array(p) for p in part):
         x, y = (torch.as_tensor(np.asarray(p)) if isinstance(p, np.ndarray) else p for p in part)
-    elif hasattr(part, "__getitem__") and hasattr(part, "__len__") and not _is_array(part):
+    elif (hasattr(part, "__getitem__") and hasattr(part, "__len__")
+          and not isinstance(part, (str, bytes, Mapping)) and not _is_array(part)):
         x, y = _stack(where, part)
     else:
         raise DataError(f"{where} must be {_SPLIT_FORMS}, got {_kind(part)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -61,7 +61,7 @@ class SearchSettings:
     seed: int = 0
     storage: str | None = None
     sampler: str = "tpe"
-    objective: str | tuple[str, ...] | None = None
+    objective: str | Sequence[str] | None = None
     trial: str | None = None
     ray_address: str | None = None
     working_dir: str | None = None
