@@ -4,41 +4,22 @@ directories, and without the flag the search stops before its first trial, in on
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from allocator.search import StudyStore
-from tests.conftest import RayCluster, cluster_root, kill_processes_under, two_node_commands
+from tests.conftest import RayCluster, two_node_cluster
 from tests.test_user_search import NPAS, copy_project
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
     """A head and a second node, each started from an empty directory of its own."""
-    root, env = cluster_root("npas-user")
-    address, head, worker = two_node_commands(root)
-    try:
-        for cmd, where in ((head, root / "head"), (worker, root / "second")):
-            where.mkdir()
-            run = subprocess.run(cmd, env=env, cwd=where, capture_output=True, text=True,
-                                 timeout=180)
-            if run.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{run.stdout}\n{run.stderr}")
-        found = RayCluster(address=address, env=env, temp_dir=root)
-        deadline = time.monotonic() + 60
-        while len(found.node_ids()) < 2:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the second Ray node did not join within 60 s")
-            time.sleep(1)
+    with two_node_cluster("npas-user", own_dirs=True) as found:
         yield found
-    finally:
-        kill_processes_under(str(root))
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _search(cluster: RayCluster, project: Path, elsewhere: Path, url: str,
