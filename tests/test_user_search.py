@@ -178,3 +178,17 @@ def test_callables_no_import_path_reaches_travel_by_ray_serialisation(tmp_path) 
         rows = store.results("local")
     assert all(r["model"].endswith("<locals>.build") for r in rows)
     assert json.dumps(rows[0]["hp"]) in ('{"width": 8}', '{"width": 12}')
+
+
+@pytest.mark.slow
+def test_the_cli_searches_a_user_project_into_postgresql(postgres_url, tmp_path) -> None:
+    project = copy_project(tmp_path / "waves")
+    run = run_npas(["search", "--study", "pg", "--model", "models:build", "--data",
+                    "data:load_pairs", "--trial", "train:fit", "--space", "trial_space.toml",
+                    "--objective", "macro_f1:max", "--trials", "2", "--epochs", "1",
+                    "--storage", postgres_url], project)
+    assert run.returncode == 0, run.stderr[-3000:]
+    pareto = run_npas(["pareto", "pg", "--storage", postgres_url, "--format", "json"], project)
+    assert pareto.returncode == 0, pareto.stderr
+    front = json.loads(pareto.stdout)
+    assert front and all("macro_f1" in r["metrics"] and r["hp"]["width"] in (16, 24) for r in front)
