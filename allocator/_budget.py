@@ -21,6 +21,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from allocator._vocab import DOWNSAMPLE, UPSAMPLE
+
 __all__ = [
     "DOWNSAMPLE",
     "EMB_DIM",
@@ -36,8 +38,6 @@ __all__ = [
     "split_budget",
 ]
 
-DOWNSAMPLE = ("wavg", "emb", "avg", "slice")
-UPSAMPLE = ("repeat", "inter", "mask")
 #: Size of the per-layer embedding of the ``emb`` generator (the paper's value).
 EMB_DIM = 24
 #: The ``mask`` generator learns one scalar per window of this many weights (a 3x3 kernel).

@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from allocator._errors import ConfigError
 from allocator._layers import Slot
+from allocator._vocab import MAPPINGS
 
 __all__ = ["MAPPINGS", "assign_groups", "resolve_groups"]
-
-MAPPINGS = ("single", "type", "roundrobin", "random", "manual", "learned")
 
 
 def resolve_groups(mapping: str, groups: int | None, slots: Sequence[Slot]) -> int | None:

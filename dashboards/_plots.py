@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from allocator._errors import ConfigError
+from allocator._vocab import BASELINES
+from allocator._vocab import applies as vocab_applies
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 PLOT_SUFFIXES = (".html", ".png", ".svg", ".pdf")
 
-BASELINES = ("full", "reduced_width", "hashed")
 _BASELINE_STYLE = {  # colour, plotly symbol, matplotlib marker
     "full": ("#222222", "star", "*"),
     "reduced_width": ("#e67e22", "square", "s"),
@@ -46,12 +47,6 @@ PALETTE = ("#1f77b4", "#2ca02c", "#d62728", "#17becf", "#bcbd22", "#e377c2", "#8
 #: (the searched dimensions; a field that does not apply to a trial is left out).
 HOVER_FIELDS = ("method", "budget", "mapping", "groups", "downsample", "templates", "upsample",
                 "pretrain_epochs")
-_SSN_ONLY = {"mapping", "groups", "downsample", "templates", "upsample", "pretrain_epochs"}
-_ONLY_WHEN = {
-    "groups": ("mapping", {"roundrobin", "random", "learned"}),
-    "templates": ("downsample", {"wavg", "emb", "avg"}),
-    "pretrain_epochs": ("mapping", {"learned"}),
-}
 
 
 def plot_pareto(storage: str | None, study_name: str, path: str | Path) -> Path:
@@ -186,15 +181,9 @@ def series_styles(series: Sequence[str]) -> dict[str, tuple[str, str, str]]:
 
 
 def applies(field: str, row: dict[str, Any]) -> bool:
-    """Whether a config field mattered for the trial (``templates`` of ``slice`` did not)."""
-    if field in _SSN_ONLY and (row.get("method") or "ssn") != "ssn":
-        return False
-    if field == "budget" and row.get("method") == "full":
-        return False
-    if field in _ONLY_WHEN:
-        key, allowed = _ONLY_WHEN[field]
-        return row.get(key) in allowed
-    return True
+    """Whether a config field mattered for the trial (``templates`` of ``slice`` did not);
+    the rules are the core's (``allocator._vocab.RULES``), a missing method counts as ssn."""
+    return vocab_applies(field, {**row, "method": row.get("method") or "ssn"})
 
 
 def hover_texts(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:

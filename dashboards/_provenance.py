@@ -45,6 +45,7 @@ def search_command(settings: Mapping[str, Any]) -> str | None:
     flag("study", settings.get("study"))
     flag("model", settings.get("model"))
     flag("data", settings.get("data"))
+    flag("trial", settings.get("trial"))
     space = settings.get("space_name") or ""
     flag("space", space if space in _PRESETS else f"{space or 'SPACE'}.toml")
     flag("trials", settings.get("trials"))
@@ -52,8 +53,13 @@ def search_command(settings: Mapping[str, Any]) -> str | None:
     flag("epochs", settings.get("epochs"))
     flag("seed", settings.get("seed"), 0)
     flag("sampler", settings.get("sampler"), "tpe")
-    flag("objective", settings.get("objective"))
+    objective = settings.get("objective")
+    for item in [objective] if isinstance(objective, str) else list(objective or ()):
+        flag("objective", item)  # repeatable
     flag("ray-address", settings.get("ray_address"))
+    flag("working-dir", settings.get("working_dir"))
+    for path in settings.get("py_modules") or ():
+        flag("py-modules", path)
     flag("cpus-per-trial", settings.get("cpus_per_trial"), 1.0)
     flag("gpus-per-trial", settings.get("gpus_per_trial"), 0.0)
     flag("keep-models", settings.get("keep_models"), "none")

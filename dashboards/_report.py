@@ -141,7 +141,7 @@ def _pareto_section(data: StudyData, report: Report) -> list[Block]:
         ("p", f"{n} trial{'s' if n != 1 else ''} that no other trial beats on every objective "
               "(the same set as `npas pareto`), fewest parameters first."),
         ("table", headers, rows) if rows else ("p", "No complete trials yet."),
-        ("img", "pareto.png", "validation accuracy against trained parameters"),
+        ("img", "pareto.png", f"{data.metric_names[0]} against trained parameters"),
         ("links", [("interactive plot (hover for each trial's config)", "pareto.html")]),
     ]
 

@@ -13,6 +13,9 @@ The file vocabulary (the presets use it too)::
     mapping = ["single", "roundrobin"]  # a list is a choice
     groups = { low = 1, high = 6, when = { mapping = ["roundrobin"] } }
 
+    [hp]                                # your own hyperparameters (see _user.py)
+    width = [16, 32, 64]
+
 ``type`` is ``choice`` (with ``values``), ``int`` or ``float`` (with ``low``, ``high``,
 optional ``log`` and ``step``); when omitted it follows from the keys and the field.
 """
@@ -29,6 +32,7 @@ from allocator._errors import ConfigError
 from search_spaces._dims import Choice, Dimension, FloatRange, IntRange
 from search_spaces._presets import PRESETS
 from search_spaces._space import SearchSpace
+from search_spaces._user import PREFIX, infer_type, is_user
 from search_spaces._vocab import FIELDS, FIXED_ONLY
 
 if sys.version_info >= (3, 11):
@@ -38,7 +42,7 @@ else:  # pragma: no cover
 
 __all__ = ["load_space", "preset_names", "space_from_dict"]
 
-_TOP_KEYS = {"name", "description", "fixed", "dims"}
+_TOP_KEYS = {"name", "description", "fixed", "dims", "hp"}
 _KEYS = {
     "choice": {"type", "values", "when"},
     "int": {"type", "low", "high", "log", "step", "when"},
@@ -110,6 +114,14 @@ def space_from_dict(data: Mapping[str, Any], source: str = "space") -> SearchSpa
     dims_spec = data.get("dims", {})
     if not isinstance(dims_spec, Mapping):
         raise ConfigError(f"{source}: dims must be a table of field = range, got {dims_spec!r}")
+    hp_spec = data.get("hp", {})
+    if not isinstance(hp_spec, Mapping):
+        raise ConfigError(f"{source}: hp must be a table of name = values or range, got {hp_spec!r}")
+    fixed = dict(fixed)
+    dims_spec = dict(dims_spec)
+    for key, spec in hp_spec.items():  # user dimensions: [hp] name = choice | range | value
+        target = dims_spec if isinstance(spec, (list, Mapping)) else fixed
+        target[PREFIX + str(key)] = spec
     if not dims_spec:
         raise ConfigError(f"{source}: dims is empty; a space searches at least one field")
     try:
@@ -164,6 +176,8 @@ def _dimension(name: str, spec: Any) -> Dimension:
 def _infer_type(name: str, spec: Mapping[str, Any]) -> str:
     if "values" in spec:
         return "choice"
+    if is_user(name):
+        return infer_type(spec)
     field = FIELDS.get(name)
     if field is None:
         hint = f" ({FIXED_ONLY[name]}; put it in fixed)" if name in FIXED_ONLY else ""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from allocator._errors import ConfigError
 from search_spaces._dims import Choice, Dimension, FloatRange, IntRange, _items
+from search_spaces._user import check_user_name, fold, is_user, unfold
 from search_spaces._vocab import FIELDS, FIXED_ONLY, RULE_DEFAULTS, RULES, check_value
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class SearchSpace:
                 problem = check_value(FIELDS[key], value)
                 if problem:
                     raise ConfigError(f"{where}: fixed.{key} {problem}")
+            elif is_user(key):
+                check_user_name(where, key, FIELDS)
             elif key not in FIXED_ONLY:
                 raise ConfigError(
                     f"{where}: fixed.{key} is not a search field; allowed: "
@@ -170,10 +173,12 @@ class SearchSpace:
                     )
             values[name] = config[name] = value
         fixed_first = [n for n in config if n not in self._dims_by_name]
-        return {n: config[n] for n in fixed_first + [n for n in config if n not in fixed_first]}
+        ordered = {n: config[n] for n in fixed_first + [n for n in config if n not in fixed_first]}
+        return fold(ordered)  # user dimensions: one ``hp`` table
 
     def from_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The params that produce ``config`` (the inverse of :meth:`to_config`)."""
+        config = unfold(config)
         values = self._defaults()
         params: dict[str, Any] = {}
         for name in self._order:
@@ -405,6 +410,9 @@ class SearchSpace:
 
 
 def _check_dimension(where: str, dim: Dimension) -> None:
+    if is_user(dim.name):  # the user's own: its factory or trial function checks values
+        check_user_name(where, dim.name, FIELDS)
+        return
     spec = FIELDS.get(dim.name)
     if spec is None:
         hint = f" ({FIXED_ONLY[dim.name]}; put it in fixed)" if dim.name in FIXED_ONLY else ""

@@ -3,9 +3,10 @@
 Every dimension of a space is named after a field of a trial configuration (the
 ``trials.TrialConfig`` dataclass; this package does not import it, the names are
 repeated here and a test pins them to each other). Each field has a type, a domain, and
-possibly a rule saying when it matters at all: ``templates`` only for the downsampling
-generators that use templates, ``groups`` only for mapping strategies that take a group
-count, every SSN knob only for ``method = "ssn"``.
+possibly a rule saying when it matters at all (``allocator._vocab.RULES``, the one
+definition the trials and the dashboards read too): ``templates`` only for the
+downsampling generators that use templates, ``groups`` only for mapping strategies that
+take a group count, every SSN knob only for ``method = "ssn"``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from allocator._vocab import DOWNSAMPLE, MAPPINGS, METHODS, RULES, UPSAMPLE
 
 __all__ = ["FIELDS", "FIXED_ONLY", "RULES", "Field", "check_value"]
 
@@ -42,10 +45,6 @@ class Field:
         return noun + (" " + " and ".join(parts) if parts else "")
 
 
-METHODS = ("full", "ssn", "reduced_width", "hashed")
-DOWNSAMPLE = ("wavg", "emb", "avg", "slice")
-UPSAMPLE = ("repeat", "inter", "mask")
-MAPPINGS = ("single", "type", "roundrobin", "random", "manual", "learned")
 
 #: Fields a space may search (``dims``) or pin (``fixed``).
 FIELDS: dict[str, Field] = {
@@ -72,22 +71,6 @@ FIELDS: dict[str, Field] = {
 #: Fields a space may pin in ``fixed`` but never search.
 FIXED_ONLY: dict[str, str] = {
     "manual_map": "a table layer name -> group, needed by mapping = manual",
-}
-
-_SSN = frozenset({"ssn"})
-_GROUPED = frozenset({"roundrobin", "random", "learned"})
-_TEMPLATED = frozenset({"wavg", "emb", "avg"})
-
-#: When a field matters: field -> {other field: values it must take}. All must hold.
-RULES: dict[str, dict[str, frozenset[Any]]] = {
-    "budget": {"method": frozenset({"ssn", "reduced_width", "hashed"})},
-    "groups": {"method": _SSN, "mapping": _GROUPED},
-    "templates": {"method": _SSN, "downsample": _TEMPLATED},
-    "downsample": {"method": _SSN},
-    "upsample": {"method": _SSN},
-    "mapping": {"method": _SSN},
-    "pretrain_epochs": {"method": _SSN, "mapping": frozenset({"learned"})},
-    "manual_map": {"method": _SSN, "mapping": frozenset({"manual"})},
 }
 
 #: Values assumed for a rule's field when the space neither searches nor pins it.

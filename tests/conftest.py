@@ -232,14 +232,20 @@ def descendants(roots: set[int]) -> set[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def ray_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """Two Ray nodes on this machine (1 CPU each, resources node_a / node_b), token auth."""
-    root, env = cluster_root("npas-ray")
+@contextlib.contextmanager
+def two_node_cluster(prefix: str, *, own_dirs: bool = False) -> Iterator[RayCluster]:
+    """Two Ray nodes on this machine (1 CPU each, resources node_a / node_b), token auth;
+    with ``own_dirs`` each node is started from an empty directory of its own (so that no
+    node holds the code of the directory a test runs in)."""
+    root, env = cluster_root(prefix)
     address, head, worker = two_node_commands(root)
     try:
-        for cmd in (head, worker):
-            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        for cmd, name in ((head, "head"), (worker, "second")):
+            where = root / name if own_dirs else None
+            if where is not None:
+                where.mkdir()
+            run = subprocess.run(cmd, env=env, cwd=where, capture_output=True, text=True,
+                                 timeout=180)
             if run.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{run.stdout}\n{run.stderr}")
         cluster = RayCluster(address=address, env=env, temp_dir=root)
@@ -252,3 +258,10 @@ def ray_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayClust
     finally:
         kill_processes_under(str(root))
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """Two Ray nodes on this machine (1 CPU each, resources node_a / node_b), token auth."""
+    with two_node_cluster("npas-ray") as cluster:
+        yield cluster

@@ -53,7 +53,8 @@ def test_lower_layers_do_not_import_upper_ones() -> None:
 def test_dashboards_read_the_store_and_nothing_else_of_ours() -> None:
     """Of our packages, dashboards import only the core's error types (so that the CLI
     maps their errors to exit status 2), the store's address (default, environment
-    variable, password masking) and the Pareto front (the same front as `npas pareto`);
+    variable, password masking), the Pareto front (the same front as `npas pareto`) and
+    the vocabulary of methods, generators and mappings (one definition for all);
     the store is read through SQLAlchemy and Optuna."""
     ours: set[str] = set()
     for path in (ROOT / "dashboards").rglob("*.py"):
@@ -64,7 +65,8 @@ def test_dashboards_read_the_store_and_nothing_else_of_ours() -> None:
             elif isinstance(node, ast.Import):
                 ours |= {a.name for a in node.names
                          if a.name.split(".")[0] in ("allocator", "trials", "search_spaces")}
-    assert ours == {"allocator._errors", "allocator._storage_url", "allocator._pareto"}
+    assert ours == {"allocator._errors", "allocator._storage_url", "allocator._pareto",
+                    "allocator._vocab"}
     code = (
         "import sys, dashboards; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'trials', 'search_spaces', 'ray'})"

@@ -14,6 +14,14 @@ from allocator.search import ProgressLine, SearchStatus
 
 MODULES = [
     "allocator._pareto",
+    "allocator._vocab",
+    "allocator.search._cluster",
+    "search_spaces._user",
+    "trials.checks",
+    "trials.methods",
+    "trials.pruned",
+    "trials.user",
+    "trials.user_data",
     "allocator._storage_url",
     "allocator.search._controller",
     "search_spaces",

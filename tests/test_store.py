@@ -149,7 +149,7 @@ def test_the_results_table_has_a_column_for_every_config_field_and_metric():
     metrics = {
         "val_accuracy", "val_loss", "test_accuracy", "test_loss", "trainable_params",
         "params_by_kind", "flops", "train_time_s", "step_time_s", "peak_memory_bytes",
-        "epochs_run", "steps", "method_info",
+        "epochs_run", "steps", "method_info", "metrics",
     }
     result_fields = {f.name for f in dataclasses.fields(TrialResult)}
     assert metrics <= result_fields and set(METRIC_COLUMNS) == metrics

@@ -20,16 +20,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from trials.config import TrialConfig
     from trials.data import DATASETS, load_dataset
+    from trials.pruned import TrialPruned
     from trials.runner import TrialResult, prepare, run
     from trials.zoo import MODELS, build_model
 
-__all__ = ["DATASETS", "MODELS", "TrialConfig", "TrialResult", "build_model", "load_dataset", "prepare", "run"]
+__all__ = [
+    "DATASETS", "MODELS", "TrialConfig", "TrialPruned", "TrialResult", "build_model", "load_dataset",
+    "prepare", "run",
+]
 
 _WHERE = {
     "run": "trials.runner",
     "TrialResult": "trials.runner",
     "prepare": "trials.runner",
     "TrialConfig": "trials.config",
+    "TrialPruned": "trials.pruned",
     "load_dataset": "trials.data",
     "DATASETS": "trials.data",
     "build_model": "trials.zoo",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allocator._errors import BudgetError, ConfigError
+from allocator._vocab import DOWNSAMPLE, MAPPINGS, METHODS, UPSAMPLE
 
 __all__ = [
     "DEVICES",
@@ -26,10 +27,6 @@ __all__ = [
     "TrialConfig",
 ]
 
-METHODS: tuple[str, ...] = ("full", "ssn", "reduced_width", "hashed")
-DOWNSAMPLE: tuple[str, ...] = ("wavg", "emb", "avg", "slice")
-UPSAMPLE: tuple[str, ...] = ("repeat", "inter", "mask")
-MAPPINGS: tuple[str, ...] = ("single", "type", "roundrobin", "random", "manual", "learned")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 SCHEDULES: tuple[str, ...] = ("cosine", "step", "none")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -96,6 +93,16 @@ class TrialConfig:
     eval_test: bool = field(
         default=False, metadata=_help("also evaluate on the test split (final models only)")
     )
+    trial: str | None = field(
+        default=None,
+        metadata=_help("your training function fn(model, config, report), as module:function "
+                       "(default: npas's classification loop)"),
+    )
+    hp: dict[str, Any] | None = field(
+        default=None,
+        metadata=_help("your own hyperparameters (the space's user dimensions), for the model "
+                       "factory and the trial function"),
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -140,6 +147,20 @@ class TrialConfig:
             raise ConfigError(
                 "mapping 'manual' needs manual_map (layer name -> group), got None"
             )
+        if self.trial is not None and ":" not in self.trial:
+            raise ConfigError(f"trial must be MODULE:FUNCTION (e.g. train:fit), got {self.trial!r}")
+        if self.hp:
+            clash = sorted(set(self.hp) & {f.name for f in dataclasses.fields(self)})
+            if clash:
+                raise ConfigError(
+                    f"user hyperparameter {clash[0]!r} is a trial-config field of npas; search "
+                    "it as an npas dimension, or give yours another name"
+                )
+            if ":" not in self.model and self.trial is None:
+                raise ConfigError(
+                    f"user hyperparameters ({', '.join(sorted(self.hp))}) need a model factory "
+                    f"(--model MODULE:ATTR) or a trial function (--trial); got model {self.model!r}"
+                )
         if self.manual_map is not None and self.mapping != "manual":
             raise ConfigError(
                 f"manual_map is only allowed with mapping='manual', got mapping={self.mapping!r}"
@@ -155,6 +176,8 @@ class TrialConfig:
         out = dataclasses.asdict(self)
         if self.manual_map is not None:
             out["manual_map"] = dict(self.manual_map)
+        if self.hp is not None:
+            out["hp"] = dict(self.hp)
         return out
 
     @classmethod
@@ -197,7 +220,7 @@ _BOOL = ("amp", "eval_test")
 
 def _check_type(name: str, value: Any) -> Any:
     """Check one field's type; returns the value normalised (ints accepted as floats)."""
-    if name in _STR or (name == "data_root" and value is not None):
+    if name in _STR or (name in ("data_root", "trial") and value is not None):
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")
     elif name in _INT or (name in _OPT_INT and value is not None):
@@ -222,6 +245,14 @@ def _check_type(name: str, value: Any) -> Any:
         ):
             raise ConfigError(
                 f"manual_map must be a dict of layer name -> int group, got {value!r}"
+            )
+        return dict(value)
+    elif name == "hp" and value is not None:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items()
+        ):
+            raise ConfigError(
+                f"hp must be a dict of name -> string, number or boolean, got {value!r}"
             )
         return dict(value)
     return value

@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +23,13 @@ import torch
 from torch import nn
 
 import allocator
-from allocator._budget import resolve_budget
 from allocator._errors import ConfigError, NPASError
-from trials.baselines import hashed, reduced_width
+from trials import methods
 from trials.config import TrialConfig
 from trials.metrics import count_parameters, inference_flops, parameter_breakdown
 from trials.train import Report, TrainOutcome, make_pretrain, train, trial_environment
+from trials.user import ModelSource, call_trial, model_source
+from trials.user_data import load_data
 
 __all__ = ["TrialResult", "prepare", "run"]
 
@@ -39,7 +41,8 @@ class TrialResult:
     """What one trial measured. ``to_dict()`` / ``from_dict()`` round-trip through JSON.
 
     ``status`` is ``"complete"``, ``"failed"`` (``failure_reason`` says why) or
-    ``"pruned"``. ``trainable_params`` is the count actually trained
+    ``"pruned"``. ``metrics`` holds what a user's trial function returned (empty for
+    npas's own loop). ``trainable_params`` is the count actually trained
     (``allocator.count_parameters``); ``flops`` the inference FLOPs of one example
     through the deployed (materialised) network; ``method_info`` what the method chose
     (the width multiplier of ``reduced_width``, the array size of ``hashed``). ``model``
@@ -67,6 +70,7 @@ class TrialResult:
     seed: int
     host: str
     history: list[dict[str, float]]
+    metrics: dict[str, float] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,7 +99,9 @@ class TrialResult:
             allocator._errors.ConfigError: trial result fields must be exactly ...
         """
         names = {f.name for f in dataclasses.fields(cls)} - {"model"}
-        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        optional = {"metrics"}  # newer than some stored results
+        missing = sorted(names - optional - set(data))
+        unknown = sorted(set(data) - names)
         if missing or unknown:
             raise ConfigError(
                 f"trial result fields must be exactly {', '.join(sorted(names))}; "
@@ -130,15 +136,15 @@ def run(
     flops: int | None = None
     info: dict[str, Any] = {}
     outcome = TrainOutcome(status="failed")
+    metrics: dict[str, float] = {}
     with trial_environment(cfg):
         try:
-            from trials.data import load_dataset
-
-            dataset = load_dataset(
-                cfg.data, seed=cfg.seed, root=cfg.data_root, size=cfg.data_size
-            )
+            dataset = load_data(cfg.to_dict())
             model, flops, info = _build(cfg, dataset)
-            outcome = train(model, dataset, cfg, report=report)
+            if cfg.trial is not None:
+                outcome, metrics = _user_trial(cfg, model, dataset, report)
+            else:
+                outcome = train(model, dataset, cfg, report=report)
         except NPASError:
             raise
         except Exception as exc:  # the trial fails, the search goes on
@@ -171,6 +177,7 @@ def run(
         seed=cfg.seed,
         host=socket.gethostname(),
         history=outcome.history,
+        metrics=metrics,
         model=model if keep_model else None,
     )
 
@@ -179,68 +186,70 @@ def prepare(config: TrialConfig | dict[str, Any]) -> None:
     """Do in this process, ahead of time, the one-off work of the first trial like ``config``.
 
     It loads the config's dataset into the process's cache (MNIST-1D is generated:
-    about a second for 3,000 examples) and counts the FLOPs of its plain model, which
-    loads the parts of torch a trial needs on first use (about a second more, once per
-    process). Nothing is trained. A trial is a pure function of its config, so its
-    result is the same with or without this call. ``npas search`` calls it in every
-    trial worker as the worker starts, so that a worker's first trial costs what its
-    others do.
+    about a second for 3,000 examples; a user's loader is called once) and counts the
+    FLOPs of its plain model, which loads the parts of torch a trial needs on first use
+    (about a second more, once per process). Nothing is trained. A trial is a pure
+    function of its config, so its result is the same with or without this call.
+    ``npas search`` calls it in every trial worker as the worker starts, so that a
+    worker's first trial costs what its others do.
 
     Example:
         >>> prepare({"model": "mlp", "data": "mnist1d", "data_size": 500})
     """
-    from trials.data import load_dataset
-    from trials.zoo import build_model
-
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     with trial_environment(cfg):  # its threads and determinism; the RNG state is restored
-        dataset = load_dataset(cfg.data, seed=cfg.seed, root=cfg.data_root, size=cfg.data_size)
-        model = build_model(
-            cfg.model, input_shape=tuple(dataset.input_shape), num_classes=dataset.num_classes
-        )
-        inference_flops(model, dataset.train.x[:1])
+        dataset = load_data(cfg.to_dict())
+        model = _source(cfg, dataset)()
+        if cfg.trial is None:
+            inference_flops(model, dataset.train.x[:1])
 
 
-def _build(cfg: TrialConfig, dataset: Any) -> tuple[nn.Module, int, dict[str, Any]]:
+def _source(cfg: TrialConfig, dataset: Any) -> ModelSource:
+    return model_source(cfg.model, input_shape=tuple(dataset.input_shape),
+                        num_classes=dataset.num_classes, hp=cfg.hp,
+                        has_trial=cfg.trial is not None)
+
+
+def _build(cfg: TrialConfig, dataset: Any) -> tuple[nn.Module, int | None, dict[str, Any]]:
     """The model to train, its inference FLOPs for one example, and what was chosen.
 
     FLOPs are counted on the plain architecture before any parameter method: an SSN
     and a HashedNet compute exactly that network (their materialised forms are it).
+    A model that a user's trial function calls its own way may not take a batch of the
+    data as is: its FLOPs are then unknown (``None``).
     """
-    from trials.zoo import build_model
-
-    shape = {"input_shape": tuple(dataset.input_shape), "num_classes": dataset.num_classes}
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, **shape)
-    info: dict[str, Any] = {}
-    if cfg.method == "reduced_width":
-        budget = resolve_budget(cfg.budget, count_parameters(model))
-        width = reduced_width(cfg.model, budget, **shape)
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, width=width, **shape)
-        info = {"width": width, "budget": budget}
-    flops = inference_flops(model, dataset.train.x[:1])
-    if cfg.method == "ssn":
-        pretrain = make_pretrain(dataset, cfg) if cfg.mapping == "learned" else None
-        model = allocator.shapeshift(
-            model,
-            cfg.budget,
-            groups=cfg.groups,
-            templates=cfg.templates,
-            downsample=cfg.downsample,
-            upsample=cfg.upsample,
-            mapping=cfg.mapping,
-            manual_map=cfg.manual_map,
-            pretrain=pretrain,
-            seed=cfg.seed,
-            inplace=True,
-        )
-        info = {"budget": model.allocation().budget}
-    elif cfg.method == "hashed":
-        net = hashed(model, cfg.budget, seed=cfg.seed)
-        info = {"hashed_size": net.shared.numel(), "budget": count_parameters(net)}
-        model = net
+    pretrain = make_pretrain(dataset, cfg) if cfg.method == "ssn" and cfg.mapping == "learned" else None
+    model, info = methods.build(_source(cfg, dataset), cfg, example=dataset.train.x[:1],
+                                pretrain=pretrain, strict=cfg.trial is None)
+    flops = info.pop("flops", None)
     return model, flops, info
+
+
+def _user_trial(
+    cfg: TrialConfig, model: nn.Module, dataset: Any, report: Report | None
+) -> tuple[TrainOutcome, dict[str, float]]:
+    """Train with the user's trial function; its metrics fill the outcome's accuracy and
+    loss fields when it returns them under npas's names."""
+    start = time.perf_counter()
+    with trial_environment(cfg) as device:
+        model.to(device)
+        config = {**cfg.to_dict(), **(cfg.hp or {}), "device": device.type}
+        assert cfg.trial is not None
+        status, metrics, history, reason = call_trial(
+            cfg.trial, model, config, data=dataset, report=report
+        )
+    outcome = TrainOutcome(
+        status="failed" if reason else status,
+        failure_reason=reason,
+        val_accuracy=metrics.get("val_accuracy"),
+        val_loss=metrics.get("val_loss"),
+        test_accuracy=metrics.get("test_accuracy"),
+        test_loss=metrics.get("test_loss"),
+        history=history,
+        train_time_s=time.perf_counter() - start,
+        epochs_run=len(history),
+    )
+    return outcome, metrics
 
 
 def _versions() -> dict[str, str]:

@@ -142,7 +142,7 @@ def _pareto(args: argparse.Namespace) -> int:
             check_plot_path(path)
     with StudyStore(args.storage, must_exist=True) as store:
         rows = pareto_front(store, args.study)
-    columns = _PARETO_COLUMNS if args.format == "table" else tuple(rows[0]) if rows else ()
+    columns = pareto_columns(rows) if args.format == "table" else tuple(rows[0]) if rows else ()
     if args.format == "table":
         rows = [applicable(r) for r in rows]
     sys.stdout.write(format_rows(rows, columns, args.format))
@@ -154,6 +154,22 @@ def _pareto(args: argparse.Namespace) -> int:
             out = plot_pareto_data(data, path)
             print(f"wrote {out}", file=sys.stderr if args.format != "table" else sys.stdout)
     return 0
+
+
+def pareto_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The Pareto table's columns: the usual ones that any row has, with the metrics a
+    user's trial function returned (its objectives) after the parameters, and its
+    hyperparameters (``hp``) last.
+
+    Example:
+        >>> pareto_columns([{"trial_number": 0, "trainable_params": 9, "f1": 0.5,
+        ...                  "metrics": {"f1": 0.5}, "hp": {"width": 8}, "method": "ssn"}])
+        ('trial_number', 'trainable_params', 'f1', 'method', 'hp')
+    """
+    metrics = list(dict.fromkeys(k for r in rows for k in (r.get("metrics") or {})))
+    usual = [c for c in _PARETO_COLUMNS if any(r.get(c) is not None for r in rows)]
+    hp = ["hp"] if any(r.get("hp") for r in rows) else []
+    return tuple(dict.fromkeys([*usual[:2], *metrics, *usual[2:], *hp]))
 
 
 def _export(args: argparse.Namespace) -> int:

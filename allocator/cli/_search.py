@@ -59,11 +59,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--space", metavar="PRESET_OR_FILE",
                    help="a preset (default, lowbudget, highbudget, baselines) or a "
                         ".toml/.yaml file (default: default)")
-    p.add_argument("--model", metavar="SPEC", help="model to search, e.g. cnn1d, mlp (required)")
-    p.add_argument("--data", metavar="NAME", help="dataset, e.g. mnist1d (required)")
+    p.add_argument("--model", metavar="SPEC",
+                   help="model to search: a zoo spec (cnn1d, mlp) or MODULE:ATTR, your "
+                        "function or nn.Module class that returns the model (required)")
+    p.add_argument("--data", metavar="NAME",
+                   help="dataset: a name (mnist1d) or MODULE:ATTR, your loader returning "
+                        "(train, val[, test]) (required)")
+    p.add_argument("--trial", metavar="MODULE:FUNCTION",
+                   help="your training function fn(model, config, report) returning a dict "
+                        "of metrics (default: npas's classification loop)")
     add_search_flags(p)
-    p.add_argument("--objective", choices=("step_time", "peak_memory"),
-                   help="a third objective to minimise (default: none)")
+    p.add_argument("--objective", action="append", metavar="NAME:max|min",
+                   help="a metric the trial returns to maximise or minimise, beside trained "
+                        "parameters (repeatable); or step_time / peak_memory as a third "
+                        "objective (default: val_accuracy:max)")
+    p.add_argument("--working-dir", metavar="DIR",
+                   help="on a Ray cluster: ship DIR (the directory holding your modules) to "
+                        "every worker as Ray's working_dir")
+    p.add_argument("--py-modules", action="append", metavar="PATH",
+                   help="on a Ray cluster: ship a package directory or module file to every "
+                        "worker (Ray's py_modules; repeatable)")
     p.add_argument("--keep-models", choices=("none", "pareto", "all"),
                    help="keep trained weights as Optuna artifacts: none, those on the "
                         "Pareto front when they finish, or all (default: none)")
@@ -98,16 +113,23 @@ def run_from_args(args: argparse.Namespace) -> int:
     for flag in ("model", "data"):
         if not getattr(args, flag):
             raise ConfigError(f"--{flag} is required (e.g. --model cnn1d --data mnist1d)")
-    study = args.study or f"{args.model}-{args.data}-{_space_stem(args.space or 'default')}"
+    study = args.study or f"{_stem(args.model)}-{_stem(args.data)}-{_space_stem(args.space or 'default')}"
     return _run(lambda progress: _new(study, args.storage, given, progress), args.storage)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user typed (``None`` flags are left to defaults or the study)."""
-    names = ("model", "data", "space", "trials", "concurrency", "epochs", "seed", "sampler",
-             "objective", "ray_address", "cpus_per_trial", "gpus_per_trial", "keep_models",
-             "artifacts", "max_retries", "db_timeout")
+    names = ("model", "data", "trial", "space", "trials", "concurrency", "epochs", "seed",
+             "sampler", "objective", "ray_address", "working_dir", "py_modules",
+             "cpus_per_trial", "gpus_per_trial", "keep_models", "artifacts", "max_retries",
+             "db_timeout")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if "objective" in given:
+        from allocator.search._settings import one_objective_form
+
+        given["objective"] = one_objective_form(given["objective"])
+    if "py_modules" in given:
+        given["py_modules"] = tuple(given["py_modules"])
     options = {n: getattr(args, n) for n in _TRIAL_FLAGS if getattr(args, n, None) is not None}
     options.update(parse_options(getattr(args, "options", None) or []))
     if options:
@@ -193,20 +215,26 @@ def attach_plots(storage: str | None, study: str, artifacts: str) -> None:
 
 
 def print_summary(summary: Any, format_rows: Any) -> None:
-    from allocator.cli._query import _PARETO_COLUMNS, applicable
+    from allocator.cli._query import applicable, pareto_columns
 
     print(
         f"study {summary.study}: {summary.complete} complete, {summary.failed} failed, "
         f"{summary.pruned} pruned in {summary.elapsed_s:.0f} s; "
         f"Pareto front ({len(summary.pareto)} trials):"
     )
-    sys.stdout.write(format_rows([applicable(r) for r in summary.pareto], _PARETO_COLUMNS))
+    sys.stdout.write(format_rows([applicable(r) for r in summary.pareto],
+                                 pareto_columns(summary.pareto)))
     if summary.artifacts:
         print(f"kept weights: {summary.artifacts}")
 
 
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _stem(spec: str) -> str:
+    """``models:build`` -> ``models.build`` (a study name without a colon)."""
+    return spec.replace(":", ".")
 
 
 def _space_stem(space: str) -> str:

@@ -52,14 +52,19 @@ def parse_budget(text: str) -> int | float:
     return value
 
 
-def _manual_map(text: str) -> dict[str, int]:
+_EXAMPLES = {"manual_map": ('layer name -> group', '{"0": 0}'),
+             "hp": ("name -> value", '{"width": 32}')}
+
+
+def _json_table(name: str, text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
+        what, example = _EXAMPLES[name]
         raise ConfigError(
-            f'manual_map must be a JSON object of layer name -> group, e.g. \'{{"0": 0}}\', got {text!r}'
+            f"{name} must be a JSON object of {what}, e.g. '{example}', got {text!r}"
         )
     return value
 
@@ -106,16 +111,19 @@ def _handle(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import allocator
-    from trials.baselines import HashedNet, materialize_hashed
+    from trials.checks import check_config
     from trials.config import TrialConfig
+    from trials.methods import deploy
     from trials.runner import run
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrialConfig)}
     if isinstance(values["budget"], str):
         values["budget"] = parse_budget(values["budget"])
-    if isinstance(values["manual_map"], str):
-        values["manual_map"] = _manual_map(values["manual_map"])
+    for name in ("manual_map", "hp"):
+        if isinstance(values[name], str):
+            values[name] = _json_table(name, values[name])
     config = TrialConfig.from_dict(values)
+    check_config(config.to_dict())  # the user's code imports, builds and takes a batch
     if args.save and config.method != "ssn":
         raise ConfigError(f"--save needs method ssn (it writes an SSN), got method {config.method!r}")
     for flag in ("save", "export"):  # before training, not after
@@ -127,7 +135,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{metrics['train_loss']:.3f}",
+        bar.set_postfix(loss=f"{metrics.get('train_loss', math.nan):.3f}",
                         val_acc=f"{metrics.get('val_accuracy', math.nan):.3f}")
 
     try:
@@ -145,12 +153,7 @@ def _handle(args: argparse.Namespace) -> int:
         allocator.save(model, args.save)
         print(f"\nsaved SSN to {args.save}")
     if args.export and model is not None:
-        if isinstance(model, allocator.SSN):
-            plain = allocator.materialize(model)
-        elif isinstance(model, HashedNet):
-            plain = materialize_hashed(model)
-        else:
-            plain = model
+        plain = deploy(model)
         torch.save({k: v.detach().cpu() for k, v in plain.state_dict().items()}, args.export)
         print(f"exported state_dict to {args.export}")
     return 0
@@ -172,6 +175,8 @@ def _table(result: dict[str, Any]) -> str:
     if result["test_accuracy"] is not None:
         rows += [("test accuracy", _num(result["test_accuracy"], ".4f")),
                  ("test loss", _num(result["test_loss"], ".4f"))]
+    for key, value in (result.get("metrics") or {}).items():
+        rows.append((key.replace("_", " "), _num(value, ".4g")))
     for key, value in result["method_info"].items():
         rows.append((key.replace("_", " "), _num(value, ".4g")))
     rows += [

@@ -3,6 +3,9 @@
 ``import allocator`` never loads this package; import it when you search.
 
 Example:
+    >>> from allocator.search import search
+    >>> summary = search(model="models:build", data="data:load", space="space.toml",
+    ...                  storage="sqlite:///npas.db", trials=8)  # doctest: +SKIP
     >>> from allocator.search import SearchSettings, StudyStore, run_search
     >>> settings = SearchSettings("demo", model="cnn1d", data="mnist1d", trials=24,
     ...                           concurrency=2, storage="sqlite:///npas.db")
@@ -10,6 +13,7 @@ Example:
     >>> StudyStore("sqlite:///npas.db").dataframe("demo")  # doctest: +SKIP
 """
 
+from allocator.search._api import search
 from allocator.search._artifacts import export_model
 from allocator.search._controller import SearchSummary, resume_search, run_search
 from allocator.search._objectives import EXTRA_OBJECTIVES, SAMPLERS, objectives
@@ -39,6 +43,7 @@ __all__ = [
     "resolve_url",
     "resume_search",
     "run_search",
+    "search",
     "study_record",
     "trial_rows",
 ]

@@ -9,11 +9,9 @@ saves the plain ``state_dict``.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,55 +197,23 @@ def _kept_weights(
 def _rebuild(
     config: dict[str, Any], info: dict[str, Any], data: bytes, where: str = "(kept weights)"
 ) -> nn.Module:
-    """The trained module from kept weights: the architecture rebuilt, the weights loaded."""
-    import torch
+    """The trained module from kept weights: the model rebuilt by its factory (zoo or the
+    user's) at the trial's width, the method's structure, the weights loaded."""
+    from trials import methods
+    from trials.config import TrialConfig
+    from trials.user import model_source
+    from trials.user_data import load_data
 
-    import allocator
-    import trials
-    from trials.baselines import hashed
-
-    dataset = trials.load_dataset(
-        config["data"], seed=config.get("seed", 0), root=config.get("data_root"),
-        size=config.get("data_size"),
-    )
-    method = config.get("method", "ssn")
-    width = float(info["width"]) if method == "reduced_width" and "width" in info else 1.0
-    model = trials.build_model(
-        config["model"], input_shape=tuple(dataset.input_shape),
-        num_classes=dataset.num_classes, width=width,
-    )
-    stream = io.BytesIO(data)
-    stream.name = where  # named in error messages
-    if method == "ssn":
-        return allocator.load(stream, model)
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
-            warnings.simplefilter("ignore")
-            saved = torch.load(stream, weights_only=True)
-        state = saved["state_dict"]
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(
-            f"{where} is not an npas module checkpoint (a dictionary with a state_dict of "
-            f"tensors, read with weights_only=True): {first}"
-        ) from None
-    if method == "hashed":
-        model = hashed(model, config.get("budget", 0.25), seed=config.get("seed", 0))
-    try:
-        model.load_state_dict(state)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{where} does not fit the trial's model: {first}") from None
-    return model
+    cfg = TrialConfig.from_dict(config)
+    dataset = load_data(config)
+    source = model_source(cfg.model, input_shape=tuple(dataset.input_shape),
+                          num_classes=dataset.num_classes, hp=cfg.hp,
+                          has_trial=cfg.trial is not None)
+    return methods.rebuild(source, cfg, info, data, where)
 
 
 def _plain(module: nn.Module) -> nn.Module:
     """The deployable module: an SSN or a HashedNet materialised, anything else as is."""
-    import allocator
-    from trials.baselines import HashedNet, materialize_hashed
+    from trials.methods import deploy
 
-    if isinstance(module, allocator.SSN):
-        return allocator.materialize(module)
-    if isinstance(module, HashedNet):
-        return materialize_hashed(module)
-    return module
+    return deploy(module)

@@ -37,37 +37,50 @@ def check_options(space: SearchSpace, options: Mapping[str, Any]) -> None:
 
 
 def check_trial_config(config: Mapping[str, Any]) -> None:
-    """:class:`ConfigError` unless ``trials`` accepts ``config`` (fields, model, data)."""
-    from trials.config import TrialConfig
-    from trials.data import DATASETS
-    from trials.zoo import parse_spec
+    """:class:`ConfigError` unless ``trials`` accepts ``config`` (fields, model, data); a
+    user's model, data and trial function are imported, called once and given a batch
+    (``trials.checks.check_config``)."""
+    from trials.checks import check_config
 
-    TrialConfig.from_dict(dict(config))
-    parse_spec(str(config["model"]))
-    if config["data"] not in DATASETS:
-        raise ConfigError(f"data must be one of {', '.join(DATASETS)}, got {config['data']!r}")
+    check_config(config)
+
+
+def space_methods(space: SearchSpace) -> set[str]:
+    """The parameter methods trials of ``space`` can have."""
+    if "method" in space.fixed:
+        return {str(space.fixed["method"])}
+    if "method" in space.names:
+        return {str(v) for v in space.dimension("method").grid_values()}
+    return {"ssn"}
 
 
 def fit_to_model(space: SearchSpace, base: Mapping[str, Any]) -> SearchSpace:
-    """Cap ``groups`` at the model's count of shareable layers.
+    """Check a user's model against every method the space has; cap ``groups`` at the
+    model's count of shareable layers.
 
     More groups than layers leaves a group empty, which no mapping allows; the capped
     space is what the study records. Loads the dataset (for the input shape), so a
     dataset that cannot be read fails here, before the study exists.
     """
+    from trials.user import is_import_path
+
+    example = {**base, **space.to_config(space.example())}
+    if is_import_path(str(base["model"])):
+        from trials.checks import check_config
+
+        check_config(example, methods=space_methods(space))
     if "groups" not in space.names and "groups" not in space.fixed:
         return space
     import allocator
-    from trials.data import load_dataset
-    from trials.zoo import build_model
+    from trials.config import TrialConfig
+    from trials.user import model_source
+    from trials.user_data import load_data
 
-    data = load_dataset(
-        base["data"], seed=base.get("seed", 0), root=base.get("data_root"),
-        size=base.get("data_size"),
-    )
-    model = build_model(
-        base["model"], input_shape=tuple(data.input_shape), num_classes=data.num_classes
-    )
+    data = load_data(base)
+    cfg = TrialConfig.from_dict(example)
+    model = model_source(str(base["model"]), input_shape=tuple(data.input_shape),
+                         num_classes=data.num_classes, hp=cfg.hp,
+                         has_trial=cfg.trial is not None)()
     layers = len(allocator.find_slots(model)[0])
     capped = space.capped("groups", layers)
     if capped is not space:

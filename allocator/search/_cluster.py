@@ -20,7 +20,7 @@ from typing import Any
 
 from allocator._errors import ClusterError
 
-__all__ = ["Cluster", "connect"]
+__all__ = ["Cluster", "check_user_code", "code_runtime_env", "connect"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,14 @@ def connect(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     verbose: bool = False,
+    runtime_env: dict[str, Any] | None = None,
+    user_modules: tuple[str, ...] = (),
 ) -> Cluster:
     """Join the Ray cluster at ``address``, or start a local instance when ``None``.
+
+    ``runtime_env`` (see :func:`code_runtime_env`) ships the user's code to every
+    worker; on a cluster, ``user_modules`` are then imported once on every node
+    (:func:`check_user_code`), so that code missing there is one clear error.
 
     A local instance gets ``max(CPUs of this machine, concurrency x cpus_per_trial)``
     CPUs, so that ``--concurrency`` is what the user asked for. If Ray is already
@@ -100,13 +106,13 @@ def connect(
     if owned and address:
         _probe(address)
         try:
-            ray.init(address=address, **quiet)
+            ray.init(address=address, runtime_env=runtime_env, **quiet)
         except Exception as exc:
             raise ClusterError(f"cannot join the Ray cluster at {address}: {_why(exc)}") from None
     elif owned:
         cpus = max(os.cpu_count() or 1, math.ceil(concurrency * cpus_per_trial))
         try:
-            ray.init(address="local", num_cpus=cpus, **quiet)  # never $RAY_ADDRESS by surprise
+            ray.init(address="local", num_cpus=cpus, runtime_env=runtime_env, **quiet)  # never $RAY_ADDRESS by surprise
         except Exception as exc:
             raise ClusterError(f"cannot start a local Ray instance: {_why(exc)}") from None
     try:
@@ -127,6 +133,8 @@ def connect(
     )
     try:
         cluster.check_fits(concurrency, cpus_per_trial, gpus_per_trial)
+        if address and user_modules:
+            check_user_code(user_modules, shipped=bool(runtime_env))
     except ClusterError:
         cluster.shutdown()
         raise
@@ -135,6 +143,65 @@ def connect(
         cluster.gpus,
     )
     return cluster
+
+
+def code_runtime_env(working_dir: str | None, py_modules: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Ray's runtime environment that ships the user's code (``None``: nothing to ship).
+
+    ``working_dir`` is a directory whose modules every worker imports as the driver
+    does here (it becomes the workers' current directory); ``py_modules`` are package
+    directories or single modules added to the workers' path. Both are uploaded by Ray.
+
+    Example:
+        >>> code_runtime_env(None) is None
+        True
+    """
+    env: dict[str, Any] = {}
+    if working_dir:
+        env["working_dir"] = os.path.abspath(working_dir)
+    if py_modules:
+        env["py_modules"] = [os.path.abspath(p) for p in py_modules]
+    return env or None
+
+
+def check_user_code(modules: tuple[str, ...], *, shipped: bool) -> None:
+    """Import ``modules`` once on every node of the cluster, in the job's runtime
+    environment; :class:`ClusterError` naming the flags that ship the code if one fails."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_import_each)
+    refs = {
+        str(node.get("NodeManagerAddress")): probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(list(modules))
+        for node in ray.nodes() if node.get("Alive")
+    }
+    for where, ref in refs.items():
+        try:
+            failure = ray.get(ref, timeout=300)
+        except Exception as exc:
+            raise ClusterError(
+                f"your code cannot be set up on the Ray cluster node {where}: {_why(exc)}"
+            ) from None
+        if failure is None:
+            continue
+        name, why = failure
+        hint = ("the shipped --working-dir/--py-modules do not hold it" if shipped else
+                "ship it with --working-dir DIR (the directory that holds it) or --py-modules PATH")
+        raise ClusterError(
+            f"module {name!r} imports here but not on the Ray cluster node {where} ({why}); {hint}"
+        )
+
+
+def _import_each(modules: list[str]) -> tuple[str, str] | None:
+    """(module, why) of the first module that does not import here, else ``None``."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            return name, f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _probe(address: str) -> None:

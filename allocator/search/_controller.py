@@ -31,11 +31,10 @@ from allocator.search._pool import WorkerPool
 from allocator.search._progress import SearchStatus
 from allocator.search._query import pareto_front
 from allocator.search._retry import DatabaseRetry
-from allocator.search._settings import SearchSettings
+from allocator.search._settings import SearchSettings, runs_npas_trials
 from allocator.search._sharing import ATTR_CONTROLLER, Controller
 from allocator.search._store import StudyStore
 from allocator.search._table import row_for
-from allocator.search._worker import DEFAULT_RUNNER
 from search_spaces import SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -151,7 +150,7 @@ class _Search:
         check_options(space, self.s.trial_options)
         objs = objectives(self.s.objective)
         grid: list[dict[str, Any]] | None = None
-        if self.s.runner == DEFAULT_RUNNER:
+        if runs_npas_trials(self.s.runner):
             check_trial_config({**self.s.base_config(), **space.to_config(space.example())})
             if not self.resume:  # a resumed study keeps the space it recorded
                 space = fit_to_model(space, self.s.base_config())
@@ -181,6 +180,7 @@ class _Search:
                 cpus_per_trial=self.s.cpus_per_trial,
                 gpus_per_trial=self.s.gpus_per_trial,
                 verbose=self.s.verbose,
+                **self.s.code_shipping(),
             )
             self.pool.prepare = self._prepare_config(space)
             self.pool.start()
@@ -499,12 +499,13 @@ class _Search:
         return status
 
     def _intermediate(self, study: optuna.Study, trial: optuna.Trial, result: Mapping[str, Any]) -> None:
-        """Validation accuracy per epoch as the trial's intermediate values (the dashboard's
-        learning curves). Written when the trial ends: workers send results back, they
-        never write to the database."""
+        """The first objective (validation accuracy by default) per epoch as the trial's
+        intermediate values (the dashboard's learning curves). Written when the trial ends:
+        workers send results back, they never write to the database."""
         storage = study._storage
+        first = self.objs[0].name
         for epoch in result.get("history") or ():
-            step, value = epoch.get("epoch"), epoch.get("val_accuracy")
+            step, value = epoch.get("epoch"), epoch.get(first)
             if step is None or value is None or not math.isfinite(value):
                 continue
             self.db.call(

@@ -1,7 +1,8 @@
 """What a search optimises and how it samples: objectives, directions, samplers.
 
-Two objectives always: maximise validation accuracy, minimise trained parameters. A
-third on request: training step time or peak memory. Samplers never see storage;
+By default two objectives: maximise validation accuracy, minimise trained parameters.
+A third on request: training step time or peak memory. Or the user's own metrics
+(``--objective f1:max``, repeatable) beside trained parameters. Samplers never see storage;
 storage never sees samplers (Optuna's own separation).
 """
 
@@ -40,36 +41,74 @@ EXTRA_OBJECTIVES: dict[str, Objective] = {
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
-def objectives(extra: str | None = None) -> list[Objective]:
-    """The objectives of a search: accuracy and parameters, plus ``extra`` if given.
+def objectives(chosen: str | Sequence[str] | None = None) -> list[Objective]:
+    """The objectives of a search, from ``--objective`` (repeatable).
+
+    Without any: maximise ``val_accuracy``, minimise ``trainable_params``. ``step_time``
+    or ``peak_memory`` add a third, minimised. ``NAME:max`` or ``NAME:min`` chooses a
+    metric the trial returns (a user's trial function's, or a field of the result such
+    as ``val_loss``); trained parameters stay an objective beside them.
 
     Example:
         >>> [o.name for o in objectives("step_time")]
         ['val_accuracy', 'trainable_params', 'step_time_s']
+        >>> [(o.name, o.direction) for o in objectives(["f1:max"])]
+        [('f1', 'maximize'), ('trainable_params', 'minimize')]
     """
-    if extra is None:
-        return list(_BASE)
-    if extra not in EXTRA_OBJECTIVES:
-        raise ConfigError(
-            f"objective must be one of {', '.join(EXTRA_OBJECTIVES)}, got {extra!r}"
-        )
-    return [*_BASE, EXTRA_OBJECTIVES[extra]]
+    items = [chosen] if isinstance(chosen, str) else list(chosen or ())
+    own: list[Objective] = []
+    extra: list[Objective] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"objective must be a string, got {item!r}")
+        name, sep, way = item.rpartition(":")
+        if not sep and item in EXTRA_OBJECTIVES:
+            extra.append(EXTRA_OBJECTIVES[item])
+            continue
+        if not sep or not name or way not in _WAYS:
+            raise ConfigError(
+                f"objective must be NAME:max, NAME:min, {' or '.join(EXTRA_OBJECTIVES)}; "
+                f"got {item!r}"
+            )
+        if not name.replace("_", "a").replace(".", "a").replace("-", "a").isalnum():
+            raise ConfigError(f"objective name must be letters, digits and _ . -, got {name!r}")
+        own.append(Objective(name, _WAYS[way]))
+    chosen_list = (own or list(_BASE[:1])) + [o for o in _BASE[1:] if o.name not in {x.name for x in own}]
+    out: list[Objective] = []
+    for obj in [*chosen_list, *extra]:
+        if obj.name in {o.name for o in out}:
+            raise ConfigError(f"objective {obj.name!r} is given twice")
+        out.append(obj)
+    return out
+
+
+_WAYS = {"max": "maximize", "min": "minimize"}
 
 
 def values_of(result: Mapping[str, Any], objs: Sequence[Objective]) -> list[float] | str:
     """The objective values of a trial result, or why there are none.
+
+    A name is looked up among the result's fields, then among the metrics a user's
+    trial function returned (``result["metrics"]``).
 
     Example:
         >>> values_of({"val_accuracy": 0.9, "trainable_params": 1000}, objectives())
         [0.9, 1000.0]
         >>> values_of({"val_accuracy": None, "trainable_params": 10}, objectives())
         'the trial reported no val_accuracy'
+        >>> values_of({"trainable_params": 10, "metrics": {"f1": 0.5}}, objectives(["f1:max"]))
+        [0.5, 10.0]
     """
     values = []
+    metrics = result.get("metrics") or {}
     for obj in objs:
         value = result.get(obj.name)
+        if value is None:
+            value = metrics.get(obj.name)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"the trial reported no {obj.name}"
+            returned = ", ".join(sorted(metrics))
+            also = f" (it returned: {returned})" if returned else ""
+            return f"the trial reported no {obj.name}{also}"
         if not math.isfinite(value):
             return f"the trial reported {obj.name} = {value}"
         values.append(float(value))

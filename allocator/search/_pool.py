@@ -45,7 +45,7 @@ class WorkerPool:
         >>> pool.start(); worker = pool.take(); pool.give_back(worker); pool.stop()  # doctest: +SKIP
     """
 
-    def __init__(self, runner: str, size: int, *, cpus: float, gpus: float, fresh: bool = False,
+    def __init__(self, runner: Any, size: int, *, cpus: float, gpus: float, fresh: bool = False,
                  prepare: dict[str, Any] | None = None):
         self.runner, self.size, self.cpus, self.gpus, self.fresh = runner, size, cpus, gpus, fresh
         #: A trial config each new worker prepares for as it starts (``None``: none).

@@ -50,13 +50,16 @@ def pareto_front(store: StudyStore, study: str) -> list[dict[str, Any]]:
         "minimize",
     ]
     rows = [
-        r
+        {**(r.get("metrics") or {}), **{k: v for k, v in r.items() if v is not None}}
         for r in store.results(study, state="complete")
-        if all(r.get(n) is not None for n in names)
-    ]
+    ]  # a user trial's metrics as columns of their own
+    rows = [r for r in rows if all(r.get(n) is not None for n in names)]
     points = [[float(r[n]) for n in names] for r in rows]
     front = [rows[i] for i in pareto_indices(points, directions)]
-    return sorted(front, key=lambda r: (r["trainable_params"], -r["val_accuracy"], r["trial_number"]))
+    sign = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    return sorted(front, key=lambda r: (r.get("trainable_params") or 0,
+                                        *(s * float(r[n]) for s, n in zip(sign, names, strict=True)),
+                                        r["trial_number"]))
 
 
 def study_record(store: StudyStore, study: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -25,10 +25,10 @@ __all__ = ["KEEP_MODELS", "SearchSettings"]
 KEEP_MODELS = ("none", "pareto", "all")
 
 #: Settings that define a study; a resumed study keeps them.
-STUDY_DEFINING = ("model", "data", "space", "epochs", "seed", "objective", "trial_options")
+STUDY_DEFINING = ("model", "data", "trial", "space", "epochs", "seed", "objective", "trial_options")
 
 #: Config fields the search sets itself (the rest come from the space or trial_options).
-_OWN_FIELDS = ("model", "data", "epochs", "seed")
+_OWN_FIELDS = ("model", "data", "trial", "epochs", "seed")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,12 @@ class SearchSettings:
     ``space`` is a preset name, a TOML/YAML/JSON file, or a space in the file vocabulary.
     ``trial_options`` sets further trial-config fields for every trial (``data_size``,
     ``batch_size``, ``max_steps_per_epoch``, ``lr``...); the space's values win over them.
+    ``model`` is a zoo spec or ``MODULE:ATTR`` (a factory returning an ``nn.Module``),
+    ``data`` a dataset name or ``MODULE:ATTR`` (a loader), ``trial`` ``MODULE:FUNCTION``
+    (``fn(model, config, report)``; default: npas's loop). ``objective`` is one or more
+    of ``NAME:max``, ``NAME:min``, ``step_time``, ``peak_memory``. On a Ray cluster,
+    ``working_dir`` (a directory) and ``py_modules`` (package directories or modules)
+    ship the user's code to every worker (Ray's runtime environment).
     ``runner`` names the trial function as ``module:function``.
 
     Example:
@@ -55,20 +61,25 @@ class SearchSettings:
     seed: int = 0
     storage: str | None = None
     sampler: str = "tpe"
-    objective: str | None = None
+    objective: str | Sequence[str] | None = None
+    trial: str | None = None
     ray_address: str | None = None
+    working_dir: str | None = None
+    py_modules: tuple[str, ...] = ()
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     keep_models: str = "none"
     artifacts: str | None = None
     trial_options: Mapping[str, Any] = field(default_factory=dict)
-    runner: str = DEFAULT_RUNNER
+    runner: Any = DEFAULT_RUNNER  # ``module:function``, or a callable (the Python API)
     verbose: bool = False
     max_retries: int = 1  # runs more of a trial whose worker died, before it is failed
     db_timeout: float = 300.0  # seconds the study store may stay unreachable
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trial_options", MappingProxyType(dict(self.trial_options)))
+        object.__setattr__(self, "objective", one_objective_form(self.objective))
+        object.__setattr__(self, "py_modules", tuple(self.py_modules))
         if isinstance(self.space, Mapping):
             object.__setattr__(self, "space", MappingProxyType(dict(self.space)))
 
@@ -100,11 +111,29 @@ class SearchSettings:
             raise ConfigError(f"max_retries must be an integer >= 0, got {mr!r}")
         if not (_number(self.db_timeout) and self.db_timeout > 0):
             raise ConfigError(f"db_timeout must be a number of seconds > 0, got {self.db_timeout!r}")
+        if self.working_dir is not None and not Path(self.working_dir).is_dir():
+            raise ConfigError(f"--working-dir must be a directory, got {self.working_dir!r}")
+        for path in self.py_modules:
+            if not Path(path).exists():
+                raise ConfigError(
+                    f"--py-modules must be a package directory or a module file, got {path!r}"
+                )
         for key in self.trial_options:
             if key in _OWN_FIELDS:
                 raise ConfigError(
                     f"trial option {key!r} is a setting of its own; use --{key} instead"
                 )
+
+    def code_shipping(self) -> dict[str, Any]:
+        """How the user's code reaches the workers: Ray's ``runtime_env`` (from
+        ``working_dir`` and ``py_modules``) and the modules every node must import."""
+        from allocator.search._cluster import code_runtime_env
+        from trials.user import user_modules
+
+        return {
+            "runtime_env": code_runtime_env(self.working_dir, self.py_modules),
+            "user_modules": user_modules(self.base_config()),
+        }
 
     def base_config(self) -> dict[str, Any]:
         """The trial-config fields every trial shares (before the space's own)."""
@@ -115,6 +144,8 @@ class SearchSettings:
             "seed": self.seed,
             "threads": max(1, int(self.cpus_per_trial)),
         }
+        if self.trial is not None:
+            base["trial"] = self.trial
         if self.gpus_per_trial > 0:
             base["device"] = "cuda"
         base.update(self.trial_options)
@@ -128,6 +159,10 @@ class SearchSettings:
             if f.name not in ("storage", "verbose", "space", "trial_options")
         }
         out["trial_options"] = dict(self.trial_options)
+        out["objective"] = list(self.objective) if isinstance(self.objective, tuple) else self.objective
+        out["py_modules"] = list(self.py_modules)
+        if not isinstance(self.runner, str):
+            out["runner"] = DEFAULT_RUNNER  # callables of the Python API: the default trial
         out["space"] = dict(space)
         out["space_name"] = space.get("name", "")
         return out
@@ -147,6 +182,8 @@ class SearchSettings:
             new, old = given[key], stored[key]
             if key == "space":
                 same = _plain(load_space(new).to_dict()) == _plain(old)
+            elif key == "objective":
+                same = one_objective_form(new) == one_objective_form(old)
             else:
                 same = _plain(new) == _plain(old)
             if not same:
@@ -165,6 +202,27 @@ class SearchSettings:
         if storage_file is not None:
             return storage_file.resolve().parent / f"{storage_file.stem}-artifacts"
         return Path.cwd() / "npas-artifacts"
+
+
+def one_objective_form(value: Any) -> Any:
+    """``--objective`` values in one form: ``None``, one string, or a tuple of two or more.
+
+    Example:
+        >>> one_objective_form(["f1:max"]), one_objective_form(["a:max", "b:min"])
+        ('f1:max', ('a:max', 'b:min'))
+    """
+    if value is None or isinstance(value, str):
+        return value
+    items = tuple(value)
+    return None if not items else items[0] if len(items) == 1 else items
+
+
+def runs_npas_trials(runner: Any) -> bool:
+    """Whether ``runner`` runs ``trials.run`` (so its configs are checked up front): the
+    default runner, or the Python API's runner that carries the user's callables."""
+    from trials.user import Callables
+
+    return runner == DEFAULT_RUNNER or isinstance(runner, Callables)
 
 
 def _number(value: Any) -> bool:

@@ -35,7 +35,7 @@ __all__ = ["StudyStore"]
 
 logger = logging.getLogger(__name__)
 
-_JSON = ("manual_map", "params_by_kind", "method_info")
+_JSON = ("manual_map", "params_by_kind", "method_info", "hp", "metrics")
 _BUSY_TIMEOUT_MS = 30_000
 
 

@@ -54,6 +54,8 @@ CONFIG_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
     "amp": sa.Boolean(),
     "max_steps_per_epoch": sa.Integer(),
     "eval_test": sa.Boolean(),
+    "trial": sa.String(512),  # the user's trial function, MODULE:FUNCTION
+    "hp": sa.Text(),  # JSON: the user's own hyperparameters
 }
 
 #: Measurements of trials.TrialResult, flattened.
@@ -71,6 +73,7 @@ METRIC_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
     "epochs_run": sa.Integer(),
     "steps": sa.Integer(),
     "method_info": sa.Text(),  # JSON
+    "metrics": sa.Text(),  # JSON: what a user's trial function returned
 }
 
 RESULTS = sa.Table(
@@ -119,7 +122,7 @@ LAUNCH_LEASES = sa.Table(
     sa.Column("since", sa.Float()),  # Unix seconds, database clock
 )
 
-_JSON_COLUMNS = {"manual_map", "params_by_kind", "method_info"}
+_JSON_COLUMNS = {"manual_map", "params_by_kind", "method_info", "hp", "metrics"}
 _INTS = {name for name, t in {**CONFIG_COLUMNS, **METRIC_COLUMNS}.items() if isinstance(t, sa.Integer)}
 
 

@@ -32,13 +32,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_RUNNER = "trials:run"
 
 
-def resolve_runner(spec: str) -> Callable[..., Any]:
-    """The function named by ``module:function`` (:class:`ConfigError` if there is none).
+def resolve_runner(spec: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The function named by ``module:function`` (:class:`ConfigError` if there is none);
+    a callable (sent by Ray's own serialisation) is the function itself.
 
     Example:
         >>> resolve_runner("json:dumps")([1])
         '[1]'
     """
+    if callable(spec):
+        return spec
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise ConfigError(f"runner must be 'module:function', got {spec!r}")
@@ -52,7 +55,7 @@ def resolve_runner(spec: str) -> Callable[..., Any]:
     return fn
 
 
-def prepare_worker(spec: str, config: Mapping[str, Any]) -> bool:
+def prepare_worker(spec: str | Callable[..., Any], config: Mapping[str, Any]) -> bool:
     """Call ``prepare(config)`` of the runner's module (``trials.prepare`` for ``trials:run``)
     if it has one; whether it did. Never raises: a config it cannot prepare fails in its
     trial, with the reason.
@@ -61,7 +64,8 @@ def prepare_worker(spec: str, config: Mapping[str, Any]) -> bool:
         >>> prepare_worker("json:dumps", {})
         False
     """
-    hook = getattr(importlib.import_module(spec.partition(":")[0]), "prepare", None)
+    owner = spec if callable(spec) else importlib.import_module(spec.partition(":")[0])
+    hook = getattr(owner, "prepare", None)
     if not callable(hook):
         return False
     try:
@@ -151,7 +155,7 @@ class TrialWorker:
         2
     """
 
-    def __init__(self, runner: str = DEFAULT_RUNNER, prepare: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, runner: str | Callable[..., Any] = DEFAULT_RUNNER, prepare: Mapping[str, Any] | None = None) -> None:
         self._fn = resolve_runner(runner)
         if prepare is not None:
             prepare_worker(runner, prepare)
