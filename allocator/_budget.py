@@ -166,7 +166,7 @@ def best_group(
     going to more templates. ``None`` when not even ``m = floor`` fits.
 
     >>> best_group(1000, [100] * 4, "emb", "inter", 4)
-    GroupChoice(size=1000, k_max=1, cost=1000)
+    GroupChoice(size=804, k_max=4, cost=1000)
     """
     best: GroupChoice | None = None
     for k in range(templates, 0, -1):

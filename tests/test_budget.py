@@ -160,3 +160,11 @@ def test_high_budget_gives_every_layer_several_templates() -> None:
     rows = ssn.allocation().rows()
     assert all(r["templates"] == 4 for r in rows)
     assert allocator.count_parameters(ssn) > 3.9 * allocator.count_parameters(model)
+
+
+def test_budget_docstring_examples_run() -> None:
+    import doctest
+
+    import allocator._budget as budget_module
+
+    assert doctest.testmod(budget_module).failed == 0
