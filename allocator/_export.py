@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import IO, Any, cast
@@ -80,13 +81,52 @@ def _weight(model: nn.Module, qualified: str) -> torch.Tensor:
     return cast(torch.Tensor, getattr(model.get_submodule(module_name), name))
 
 
-def check_out_path(path: str | os.PathLike[str], flag: str = "path") -> None:
-    """:class:`ConfigError` unless a file can be written at ``path`` (its directory exists
-    and is writable): checked before the work whose result goes there, not after."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        state = "does not exist" if not folder.exists() else "is not a writable directory"
-        raise ConfigError(f"{flag} {str(path)!r}: directory {str(folder)!r} {state}")
+def check_out_path(
+    path: str | os.PathLike[str],
+    flag: str = "path",
+    *,
+    forbidden: tuple[str | os.PathLike[str], ...] = (),
+) -> None:
+    """:class:`ConfigError` unless a file can be written at ``path``: checked by trying
+    (a temporary file is created and removed beside it), before the work whose result
+    goes there, not after. ``forbidden`` are files and folders the output must not be
+    or lie inside (the study store, its ``-wal``/``-shm`` files, the artifacts folder).
+
+    Example:
+        >>> check_out_path("/proc/model.pt", "--out")
+        Traceback (most recent call last):
+        ...
+        allocator._errors.ConfigError: --out '/proc/model.pt': cannot create a file in '/proc' (No such file or directory)
+    """
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ConfigError(f"{flag} must be a file path, got {text!r}")
+    target = Path(text).resolve()
+    for other in forbidden:
+        place = Path(other).resolve()
+        if target == place or place in target.parents:
+            raise ConfigError(
+                f"{flag} {str(text)!r} would overwrite {str(place)!r}, which npas keeps "
+                "(the study store or its kept weights); write the output somewhere else"
+            )
+    if target.is_dir():
+        raise ConfigError(f"{flag} {str(text)!r} is a directory; give a file path inside it")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{flag} {str(text)!r} exists and is not a regular file")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {str(text)!r}: directory {str(folder)!r} does not exist")
+    try:
+        if target.exists():
+            with open(target, "ab"):  # opening to append changes nothing
+                pass
+        else:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".npas-probe-")
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        what = f"write {str(target)!r}" if target.exists() else f"create a file in {str(folder)!r}"
+        raise ConfigError(f"{flag} {str(text)!r}: cannot {what} ({exc.strerror or exc})") from None
 
 
 def save(ssn: SSN, f: str | os.PathLike[str] | IO[bytes]) -> None:
