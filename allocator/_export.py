@@ -168,16 +168,53 @@ def load(f: str | os.PathLike[str] | IO[bytes], model: nn.Module, *,
         plan = Plan.from_dict(state["_extra_state"]["npas_plan"])  # type: ignore[index]
     except (KeyError, TypeError):
         raise CheckpointError(f"{name} carries no npas allocation") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+    _check_plan(plan, state, name)  # type: ignore[arg-type]
     try:
         ssn = SSN(model, plan, init=False)
     except (AttributeError, KeyError, CheckpointError) as exc:
         raise CheckpointError(f"{name} does not fit this model: {exc}") from None
+    except (IndexError, ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{name} carries an allocation that cannot be rebuilt: {first}") from None
     try:
         ssn.load_state_dict(state)  # type: ignore[arg-type]
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         raise CheckpointError(f"{name} does not fit this model: {' '.join(lines[:2])}") from None
     return ssn
+
+
+def _check_plan(plan: Plan, state: dict[str, Any], name: str) -> None:
+    """:class:`CheckpointError` for an allocation no ``allocator.save`` writes: no
+    weights, a group index out of range, or a group whose size is not that of its saved
+    values (checked before anything is allocated, so a size of 1e13 allocates nothing)."""
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{name} carries an invalid npas allocation: {why}")
+
+    if not plan.slots or not plan.groups:
+        raise bad(f"{len(plan.slots)} generated weights in {len(plan.groups)} groups; "
+                  "a saved SSN has at least one of each")
+    for slot in plan.slots:
+        if not 0 <= slot.group < len(plan.groups):
+            raise bad(f"weight {slot.name!r} is in group {slot.group}; there are groups "
+                      f"0..{len(plan.groups) - 1}")
+        if not slot.shape or any(d < 1 for d in slot.shape) or slot.offset < 0:
+            raise bad(f"weight {slot.name!r} has shape {slot.shape} and offset {slot.offset}")
+    for slot in plan.slots:
+        group = plan.groups[slot.group]
+        gen = slot.gen
+        if not (1 <= gen.window <= group.size and 1 <= gen.templates <= max(1, group.k_max)):
+            raise bad(f"weight {slot.name!r} takes {gen.templates} windows of {gen.window:g} "
+                      f"values from group {slot.group} of {group.size:g} values and at most "
+                      f"{group.k_max} templates")
+    for i, group in enumerate(plan.groups):
+        saved = state.get(f"groups.{i}.theta")
+        count = saved.numel() if isinstance(saved, torch.Tensor) else None
+        if group.size < 1 or count != group.size:
+            raise bad(f"group {i} has size {group.size:g}, its saved values number "
+                      f"{'none' if count is None else count}")
 
 
 def _name(f: object) -> str:
@@ -191,11 +228,18 @@ def _name(f: object) -> str:
 def _why_unreadable(exc: BaseException) -> str:
     """One line on why ``torch.load(weights_only=True)`` refused a file."""
     text = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(
+        r"unsupported GLOBAL (\S+)", text)
     if refused:
         return (
-            f"it holds a Python object ({refused.group(1)}), not only tensors; npas loads "
-            "checkpoints with weights_only=True and never unpickles arbitrary objects"
+            f"refused as unsafe: it holds a Python object ({refused.group(1)}) that loading "
+            "would run, not only tensors; npas loads checkpoints with weights_only=True and "
+            "never unpickles arbitrary objects"
+        )
+    if "Unsupported operand" in text and "Weights only load failed" in text:
+        return (
+            "refused as unsafe: it is a pickle that is not a PyTorch checkpoint of tensors "
+            "(loading it could run code); npas loads checkpoints with weights_only=True"
         )
     if "Weights only load failed" in text or isinstance(exc, EOFError) or not text.strip():
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)

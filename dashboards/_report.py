@@ -13,6 +13,7 @@ import html
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,18 +79,25 @@ def write_report(
         raise ConfigError(
             f"study {study_name!r} has no trial {trial}; it has 0..{max(trials, default=-1)}"
         )
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     report = Report(study=study_name, out=folder, html=folder / "index.html",
                     markdown=folder / "report.md")
-    blocks: list[Block] = []
-    blocks += _summary(data, trials)
-    blocks += _pareto_section(data, report)
-    blocks += _hypervolume_section(data, report)
-    blocks += _importance_section(study, data, report)
-    blocks += _allocation_section(data, trials, trial, report)
-    blocks += _provenance_section(data, trials, report)
-    report.html.write_text(render_html(f"npas report: {study_name}", blocks), encoding="utf-8")
-    report.markdown.write_text(render_markdown(f"npas report: {study_name}", blocks), encoding="utf-8")
+    try:
+        blocks: list[Block] = []
+        blocks += _summary(data, trials)
+        blocks += _pareto_section(data, report)
+        blocks += _hypervolume_section(data, report)
+        blocks += _importance_section(study, data, report)
+        blocks += _allocation_section(data, trials, trial, report)
+        blocks += _provenance_section(data, trials, report)
+        report.html.write_text(render_html(f"npas report: {study_name}", blocks), encoding="utf-8")
+        report.markdown.write_text(render_markdown(f"npas report: {study_name}", blocks),
+                                   encoding="utf-8")
+    except BaseException:  # a report that failed leaves no folder it made behind
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        raise
     logger.info("report on %s written to %s", study_name, folder)
     return report
 
