@@ -74,7 +74,7 @@ def parse_url(url: str) -> URL:
     if netloc.count("@") > 1:
         raise StorageError(
             f"storage {mask_url(url)!r}: the user and password hold an '@' that is not "
-            "percent-encoded; write '@' in a password as %40 (e.g. Top%40Secret)"
+            "percent-encoded; write each @ in a password as %40"
         )
     try:
         parsed = make_url(url)

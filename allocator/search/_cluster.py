@@ -101,7 +101,7 @@ def connect(
             "--ray-address is empty; give HOST:PORT, ray://HOST:PORT or auto, or leave the "
             "flag out for a local Ray"
         )
-    check_local_resources(address, concurrency, cpus_per_trial)
+    check_local_resources(address, concurrency, cpus_per_trial, gpus_per_trial)
     import ray
 
     owned = not ray.is_initialized()
@@ -157,7 +157,9 @@ def connect(
 WORKER_MEMORY_BYTES = 400 * 2**20
 
 
-def check_local_resources(address: str | None, concurrency: int, cpus_per_trial: float) -> None:
+def check_local_resources(
+    address: str | None, concurrency: int, cpus_per_trial: float, gpus_per_trial: float = 0.0
+) -> None:
     """Before Ray starts: a local Ray gets no more CPUs than this machine has, and the
     workers of ``--concurrency`` must fit in its memory (:class:`ClusterError`, with the
     numbers). A cluster's resources are checked once joined (:meth:`Cluster.check_fits`)."""
@@ -171,6 +173,15 @@ def check_local_resources(address: str | None, concurrency: int, cpus_per_trial:
             f"--cpus-per-trial {cpus_per_trial:g} is more than this machine's {cores} CPUs; "
             f"give at most {cores}, or --ray-address of a cluster with larger nodes"
         )
+    if gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus_per_trial > gpus:
+            raise ClusterError(
+                f"--gpus-per-trial {gpus_per_trial:g} is more than this machine's {gpus} GPUs; "
+                f"give at most {gpus}, or --ray-address of a cluster with GPUs"
+            )
     need, have = concurrency * WORKER_MEMORY_BYTES, available_memory()
     if need > have:
         raise ClusterError(

@@ -156,6 +156,9 @@ class StudyStore:
         if self.read_only:
             raise StorageError(f"storage {self.masked_url!r} was opened read-only")
         self.check_schema()
+        if self._sqlite:  # the first write: WAL from now on (persistent in the file)
+            with self._errors("write to"), self._engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         for attempt in range(4):
             try:
                 with self._errors("create tables in"):
@@ -494,10 +497,10 @@ def _optuna_schema() -> dict[str, frozenset[str]]:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL (readers never block the writer) and a busy timeout on every connection."""
+    """A busy timeout on every connection (:meth:`StudyStore.initialise` switches the
+    file to WAL, so that readers never block the writer: opening a store changes nothing)."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
