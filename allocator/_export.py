@@ -105,9 +105,10 @@ def check_out_path(
     for other in forbidden:
         place = Path(other).resolve()
         if target == place or place in target.parents:
+            how = "would overwrite" if target == place else "lies inside"
             raise ConfigError(
-                f"{flag} {str(text)!r} would overwrite {str(place)!r}, which npas keeps "
-                "(the study store or its kept weights); write the output somewhere else"
+                f"{flag} {str(text)!r} {how} {str(place)!r}, which npas keeps (the study "
+                "store or its kept weights); write the output somewhere else"
             )
     if target.is_dir():
         raise ConfigError(f"{flag} {str(text)!r} is a directory; give a file path inside it")

@@ -238,7 +238,7 @@ class StudyStore:
         """:class:`ConfigError` naming the studies there are, unless ``name`` is one."""
         names = self.study_names()
         if name not in names:
-            there = ", ".join(repr(n) for n in names) if names else "none"
+            there = ", ".join(names) if names else "none"
             raise ConfigError(
                 f"no study {name!r} in storage {self.masked_url!r}; studies there: {there}"
             )
