@@ -154,7 +154,9 @@ def load(f: str | os.PathLike[str] | IO[bytes], model: nn.Module, *,
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {name} does not exist") from None
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"cannot read checkpoint {name}: {_why_unreadable(exc)}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {name}: {_why_unreadable(exc, _is_pickle(f))}"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{name} is not an npas SSN checkpoint: it holds {_kind(data)}, not the "
@@ -226,7 +228,22 @@ def _name(f: object) -> str:
     return str(stream_name) if isinstance(stream_name, (str, os.PathLike)) else "(stream)"
 
 
-def _why_unreadable(exc: BaseException) -> str:
+def _is_pickle(f: str | os.PathLike[str] | IO[bytes]) -> bool:
+    """Whether the file starts as a pickle of protocol 2 to 5 does (``\x80`` and the
+    protocol), i.e. was written by ``pickle`` rather than being random bytes."""
+    try:
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "rb") as stream:
+                head = stream.read(2)
+        else:
+            f.seek(0)
+            head = f.read(2)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _why_unreadable(exc: BaseException, is_pickle: bool = False) -> str:
     """One line on why ``torch.load(weights_only=True)`` refused a file."""
     text = str(exc)
     refused = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(
@@ -237,7 +254,7 @@ def _why_unreadable(exc: BaseException) -> str:
             "would run, not only tensors; npas loads checkpoints with weights_only=True and "
             "never unpickles arbitrary objects"
         )
-    if "Unsupported operand" in text and "Weights only load failed" in text:
+    if is_pickle and "Unsupported operand" in text and "Weights only load failed" in text:
         return (
             "refused as unsafe: it is a pickle that is not a PyTorch checkpoint of tensors "
             "(loading it could run code); npas loads checkpoints with weights_only=True"

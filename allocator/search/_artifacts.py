@@ -127,7 +127,7 @@ def export_model(
         all_trials = loaded.get_trials(deepcopy=False)
         trials_ = [t for t in all_trials if t.number == trial_number]
         if not trials_:
-            there = f"trials 0..{len(all_trials) - 1}" if all_trials else "no trials yet"
+            there = f"0..{len(all_trials) - 1}" if all_trials else "no trials yet"
             raise ConfigError(f"study {study!r} has no trial {trial_number}; it has {there}")
         frozen = trials_[0]
         if frozen.state.name != "COMPLETE":
