@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from allocator._errors import ConfigError
+from allocator._storage_url import store_files
 from dashboards import _charts, _provenance
 from dashboards._plots import applies, axis_label, fmt_number, plot_pareto_data, save_figure
 from dashboards._store import StudyData, load_study, load_trials
@@ -74,6 +75,14 @@ def write_report(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out must be a directory, got the file {str(folder)!r}")
+    recorded = data.settings.get("artifacts")
+    for kept in (*store_files(storage), *([Path(recorded)] if recorded else [])):
+        place, target = Path(kept).resolve(), folder.resolve()
+        if target == place or place in target.parents:
+            raise ConfigError(
+                f"--out {str(folder)!r} lies in {str(place)!r}, which npas keeps (the study "
+                "store or its kept weights); write the report somewhere else"
+            )
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial is not None and trial not in trials:
         raise ConfigError(

@@ -231,6 +231,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...] | None]] = [
     ("export-to-proc", [*EXPORT, "--out", "/proc/m.pt"], ("cannot create a file in '/proc'",),
      None),
     ("export-to-sys", [*EXPORT, "--out", "/sys/m.pt"], ("cannot create a file in '/sys'",), None),
+    ("report-into-artifacts", ["report", "s", "--storage", "{db}", "--out", "{art}/report"],
+     ("lies in", "kept"), None),
     ("export-failed", ["export", "s", "1", "--storage", "{db}", "--out", "{out}/m.pt"],
      ("trial 1 of 's' is failed",), None),
     ("export-queued", ["export", "s", "2", "--storage", "{db}", "--out", "{out}/m.pt"],
