@@ -12,11 +12,12 @@ Safety rules, whatever the database:
   that the server would take as equal to a stored one is refused before anything is
   written (MariaDB's default collation takes ``'S'``, ``'s '`` and ``'ś'`` as ``'s'``).
 - Rows are deleted by the study's id or the trial's id, never by name alone.
+
+The rules themselves live in :mod:`allocator.search._studies`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import random
@@ -24,12 +25,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from allocator._errors import ConfigError, StorageError
-from allocator.search._table import CONTROLLERS, LAUNCH_LEASES, RESULTS, metadata
+from allocator.search import _studies
+from allocator.search._table import RESULTS, metadata
 from allocator.search._urls import (
     check_reachable,
     describe_db_error,
@@ -129,26 +131,9 @@ class StudyStore:
         return RESULTS.name in self.tables()
 
     def check_schema(self) -> None:
-        """:class:`StorageError` unless every table is npas's or Optuna's own (checked
-        before npas writes anything: it never writes into another program's database)."""
-        tables = self.tables()
-        if not tables:
-            return
-        optuna_schema = _optuna_schema()
-        foreign = sorted(tables - set(optuna_schema) - set(metadata.tables))
-        if not foreign:
-            for name in sorted(tables & set(optuna_schema)):
-                with self._errors("read"):
-                    have = {c["name"] for c in sa.inspect(self._engine).get_columns(name)}
-                if not optuna_schema[name] <= have:
-                    foreign.append(name)
-        if foreign:
-            shown = ", ".join(repr(n) for n in foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise StorageError(
-                f"storage {self.masked_url!r} holds tables that are neither npas's nor "
-                f"Optuna's ({shown}); npas writes only into its own database: give "
-                "--storage a new SQLite file or an empty database"
-            )
+        """:class:`StorageError` unless every table is npas's or Optuna's own (npas never
+        writes into another program's database)."""
+        _studies.check_schema(self)
 
     def initialise(self) -> None:
         """Create Optuna's tables and ``npas_results`` if missing (idempotent; safe when
@@ -244,34 +229,9 @@ class StudyStore:
             )
 
     def check_new_study(self, name: str) -> None:
-        """Before a new study is written: the database is npas's or Optuna's own, there
-        is no study ``name``, and no stored name the server takes as equal to it
-        (:class:`ConfigError` / :class:`StorageError`; reads only)."""
-        if not self.tables():
-            return
-        self.check_schema()
-        if name in self.study_names():
-            raise ConfigError(
-                f"study {name!r} already exists in {self.masked_url!r}; pass --resume to "
-                "continue it (or to join the searches running it), or choose another --study"
-            )
-        lookups = [(sa.table("studies", sa.column("study_name")).c.study_name, "studies")]
-        lookups += [(t.c.study, t.name) for t in (RESULTS, CONTROLLERS, LAUNCH_LEASES)]
-        tables = self.tables()
-        clashes: set[str] = set()
-        with self._errors("read"), self._engine.connect() as conn:
-            for column, table in lookups:
-                if table in tables:
-                    query = sa.select(column).where(column == name).distinct()
-                    clashes.update(str(v) for v in conn.execute(query).scalars())
-        clashes.discard(name)
-        if clashes:
-            raise ConfigError(
-                f"study name {name!r} is taken as equal to the stored name "
-                f"{sorted(clashes)[0]!r} by this {self._engine.dialect.name} database (its "
-                "collation ignores case, accents or trailing spaces); choose a name that "
-                "differs from every stored study by more than that"
-            )
+        """Before a new study is written: the database is npas's or Optuna's, and no
+        stored name is ``name`` or taken as equal to it by the server's collation."""
+        _studies.check_new_study(self, name)
 
     def create_study(
         self,
@@ -280,73 +240,14 @@ class StudyStore:
         directions: Sequence[str],
         sampler: optuna.samplers.BaseSampler | None = None,
     ) -> optuna.Study:
-        """Create the Optuna study ``name``: atomic between controllers (the database's
-        unique name decides; the losers get :class:`ConfigError` and write nothing), then
-        drop ``npas_results`` rows an earlier, deleted study of that name left, by their
-        trial ids (the new study has no trials yet)."""
-        import optuna
-
-        self.check_new_study(name)
-        with self._errors("write to"):
-            try:
-                study = optuna.create_study(
-                    storage=self.optuna_storage, study_name=name,
-                    directions=[cast(Any, d) for d in directions], sampler=sampler,
-                )
-            except optuna.exceptions.DuplicatedStudyError:
-                raise ConfigError(
-                    f"study {name!r} was created in {self.masked_url!r} by another search "
-                    "just now; pass --resume to join it, or choose another --study"
-                ) from None
-            self._delete_rows(name, keep=set())
-        return study
+        """Create the study ``name``, race-free between controllers (the losers get
+        :class:`ConfigError` and write nothing); old rows of the name go by trial id."""
+        return _studies.create_study(self, name, directions=directions, sampler=sampler)
 
     def delete_study(self, name: str) -> int:
-        """Delete the study ``name`` (exactly that name): Optuna's rows by its study id,
-        its ``npas_results`` rows by their trial ids, its controllers by their ids and
-        its launch lease. Returns how many ``npas_results`` rows went."""
-        self.require_study(name)
-        storage = self.optuna_storage
-        with self._errors("write to"):
-            study_id = storage.get_study_id_from_name(name)
-            trials = sa.table("trials", sa.column("trial_id"), sa.column("study_id"))
-            with self._engine.connect() as conn:
-                trial_ids = set(conn.execute(
-                    sa.select(trials.c.trial_id).where(trials.c.study_id == study_id)
-                ).scalars())
-            storage.delete_study(study_id)
-            gone = self._delete_rows(name, keep=set(), only=trial_ids)
-            with self._engine.begin() as conn:
-                tables = set(sa.inspect(conn).get_table_names())
-                if CONTROLLERS.name in tables:
-                    ids = [r.id for r in conn.execute(
-                        sa.select(CONTROLLERS.c.id, CONTROLLERS.c.study)
-                        .where(self.named(CONTROLLERS.c.study, name))) if r.study == name]
-                    if ids:
-                        conn.execute(sa.delete(CONTROLLERS).where(CONTROLLERS.c.id.in_(ids)))
-                if LAUNCH_LEASES.name in tables:
-                    conn.execute(sa.delete(LAUNCH_LEASES).where(
-                        self.named(LAUNCH_LEASES.c.study, name)))
-        return gone
-
-    def _delete_rows(self, name: str, *, keep: set[int], only: set[int] | None = None) -> int:
-        """Delete rows of ``npas_results`` named exactly ``name``, by trial id: those of
-        ``only`` (all, if ``None``) but not those of ``keep``."""
-        if not self.has_results():
-            return 0
-        with self._engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(RESULTS.c.study, RESULTS.c.trial_id)
-                .where(self.named(RESULTS.c.study, name))
-            ).all()
-            ids = {r.trial_id for r in rows if r.study == name} - keep
-            if only is not None:
-                ids &= only
-            if not ids:
-                return 0
-            return int(conn.execute(sa.delete(RESULTS).where(
-                self.named(RESULTS.c.study, name), RESULTS.c.trial_id.in_(sorted(ids))
-            )).rowcount)
+        """Delete the study ``name`` with its ``npas_results`` rows (by study and trial
+        id), controllers and launch lease; the number of rows deleted."""
+        return _studies.delete_study(self, name)
 
     def load_study(
         self, name: str, sampler: optuna.samplers.BaseSampler | None = None
@@ -478,22 +379,6 @@ class StudyStore:
                     f"{describe_db_error(cause, self._parsed)}"
                 ) from None
             raise
-
-
-@functools.cache
-def _optuna_schema() -> dict[str, frozenset[str]]:
-    """Optuna's own tables and their columns, as this Optuna creates them (in memory)."""
-    import optuna
-
-    storage = optuna.storages.RDBStorage("sqlite://")
-    try:
-        inspector = sa.inspect(storage.engine)
-        return {
-            name: frozenset(c["name"] for c in inspector.get_columns(name))
-            for name in inspector.get_table_names()
-        }
-    finally:
-        storage.engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
