@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,67 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _legacy_racer(url: str, name: str, start_at: float, delay: float, queue: Any) -> None:
-    """The order before: delete the name's rows, then create the study."""
-    import sqlalchemy as sa
-
-    import allocator
-    from allocator.search import StudyStore
-    from allocator.search._table import RESULTS, row_for
-
-    while time.time() < start_at:
-        time.sleep(0.001)
-    time.sleep(delay)
-    try:
-        with StudyStore(url) as store:
-            store.initialise()
-            with store.engine.begin() as conn:
-                conn.execute(sa.delete(RESULTS).where(RESULTS.c.study == name))
-            import optuna
-
-            try:
-                study = optuna.create_study(storage=store.optuna_storage, study_name=name,
-                                            directions=["maximize", "minimize"])
-            except optuna.exceptions.DuplicatedStudyError:
-                raise allocator.ConfigError(f"study {name!r} exists") from None
-            for _ in range(3):
-                trial = study.ask()
-                store.write_result(row_for(study=name, trial_number=trial.number,
-                                           trial_id=trial._trial_id, state="running"))
-                study.tell(trial, [0.5, 100])
-                store.write_result(row_for(study=name, trial_number=trial.number,
-                                           trial_id=trial._trial_id, state="complete"))
-        queue.put("won")
-    except allocator.NPASError as exc:
-        queue.put(f"lost: {exc}")
-
-
 def _round(backend: str, racers: int, legacy: bool) -> dict[str, Any]:
-    import optuna
+    from tests.test_reliability_hostile import _database, race
 
-    from allocator.search import StudyStore
-    from tests.test_reliability_hostile import _database, _racer
-
-    ctx = multiprocessing.get_context("spawn")
-    target = _legacy_racer if legacy else _racer
     with tempfile.TemporaryDirectory() as tmp, _database(backend, Path(tmp)) as url:
-        queue = ctx.Queue()
-        start_at = time.time() + 4
-        procs = [ctx.Process(target=target, args=(url, "race", start_at, 0.15 * i, queue))
-                 for i in range(racers)]
-        for p in procs:
-            p.start()
-        outcomes = [queue.get(timeout=180) for _ in procs]
-        for p in procs:
-            p.join(60)
-        with StudyStore(url, read_only=True) as store:
-            study = store.load_study("race")
-            complete = {t.number for t in study.trials
-                        if t.state == optuna.trial.TrialState.COMPLETE}
-            rows = {r["trial_number"] for r in store.results("race", state="complete")}
+        outcomes, complete, rows = race(url, racers, legacy)
     return {"backend": backend, "legacy": legacy, "winners": outcomes.count("won"),
             "complete_trials": len(complete), "rows": len(rows),
-            "rows_lost": len(complete - rows)}
+            "rows_lost": len(set(complete) - set(rows))}
 
 
 def _hostile_count() -> dict[str, Any]:

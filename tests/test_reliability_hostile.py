@@ -42,7 +42,7 @@ import sqlalchemy as sa
 import allocator
 from allocator.cli import main
 from tests.conftest import REPO, _pg_admin_url, free_port, mariadb_admin, service_missing
-from tests.test_reliability_bad_input import assert_one_error_line, dump, npas
+from tests.test_reliability_bad_input import _fill, assert_one_error_line, dump, npas
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -258,15 +258,9 @@ OTHER_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
 ]
 
 
-def _fill(argv: list[str], store: Store, out: Path, spaces: Path) -> list[str]:
-    values = {"db": store.url, "dbfile": str(store.file), "art": str(store.artifacts),
-              "out": str(out), "spaces": str(spaces)}
-    filled = []
-    for arg in argv:
-        for key, value in values.items():
-            arg = arg.replace("{" + key + "}", value)
-        filled.append(arg)
-    return filled
+def _filled(argv: list[str], store: Store, out: Path, spaces: Path) -> list[str]:
+    return _fill(argv, db=store.url, dbfile=str(store.file), art=str(store.artifacts),
+                 out=str(out), spaces=str(spaces))
 
 
 @pytest.mark.parametrize(("name", "argv", "fragments", "backends"), CASES,
@@ -279,7 +273,7 @@ def test_hostile_input_is_one_line_exit_2_and_the_store_unchanged(
     if backends is not None and store.backend not in backends:
         pytest.skip(f"{name} is about {', '.join(backends)}")
     before = store.dump()
-    code, out, lines = npas(capsys, caplog, _fill(argv, store, tmp_path, spaces))
+    code, out, lines = npas(capsys, caplog, _filled(argv, store, tmp_path, spaces))
     assert_one_error_line(code, out, lines, fragments)
     assert "\x1b" not in "".join(lines) + out
     assert "Secret" not in "".join(lines) and "Top" not in "".join(lines)
@@ -486,10 +480,13 @@ def test_a_remote_host_needs_the_flag_and_warns(tmp_path: Path) -> None:
 N_RACERS = 4
 
 
-def _racer(url: str, name: str, start_at: float, delay: float, queue: Any) -> None:
-    """One controller's start of a new study: create it, run and record trial 0."""
+def _racer(url: str, name: str, start_at: float, delay: float, queue: Any,
+           legacy: bool = False) -> None:
+    """One controller's start of a new study: create it, run and record three trials.
+    ``legacy``: the order npas used before (the name's rows deleted, then the study
+    created), for benchmarks/bench_store_safety.py."""
     from allocator.search import StudyStore
-    from allocator.search._table import row_for
+    from allocator.search._table import RESULTS, row_for
 
     while time.time() < start_at:
         time.sleep(0.001)
@@ -497,7 +494,16 @@ def _racer(url: str, name: str, start_at: float, delay: float, queue: Any) -> No
     try:
         with StudyStore(url) as store:
             store.initialise()
-            study = store.create_study(name, directions=["maximize", "minimize"])
+            if legacy:
+                with store.engine.begin() as conn:
+                    conn.execute(sa.delete(RESULTS).where(RESULTS.c.study == name))
+                try:
+                    study = optuna.create_study(storage=store.optuna_storage, study_name=name,
+                                                directions=["maximize", "minimize"])
+                except optuna.exceptions.DuplicatedStudyError:
+                    raise allocator.ConfigError(f"study {name!r} exists") from None
+            else:
+                study = store.create_study(name, directions=["maximize", "minimize"])
             for _ in range(3):
                 trial = study.ask()
                 store.write_result(row_for(study=name, trial_number=trial.number,
@@ -511,31 +517,38 @@ def _racer(url: str, name: str, start_at: float, delay: float, queue: Any) -> No
         queue.put(f"lost: {exc}")
 
 
+def race(url: str, racers: int, legacy: bool = False) -> tuple[list[str], list[int], list[int]]:
+    """``racers`` processes start study ``race`` at once: their outcomes, the COMPLETE
+    trials in Optuna, and the trials with a ``complete`` row in ``npas_results``."""
+    from allocator.search import StudyStore
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 4  # spawned interpreters import npas first
+    procs = [ctx.Process(target=_racer, args=(url, "race", start_at, 0.15 * i, queue, legacy))
+             for i in range(racers)]
+    for proc in procs:
+        proc.start()
+    outcomes = [queue.get(timeout=180) for _ in procs]
+    for proc in procs:
+        proc.join(60)
+    with StudyStore(url, read_only=True) as store:
+        study = store.load_study("race")
+        complete = sorted(t.number for t in study.trials if t.state.name == "COMPLETE")
+        rows = [r["trial_number"] for r in store.results("race", state="complete")]
+    return outcomes, complete, rows
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_controllers_starting_one_new_study_at_once_lose_no_row(
     backend: str, tmp_path: Path
 ) -> None:
-    from allocator.search import StudyStore
-
-    ctx = multiprocessing.get_context("spawn")
     with _database(backend, tmp_path) as url:
-        queue = ctx.Queue()
-        start_at = time.time() + 4  # spawned interpreters import npas first
-        racers = [ctx.Process(target=_racer, args=(url, "race", start_at, 0.15 * i, queue))
-                  for i in range(N_RACERS)]
-        for racer in racers:
-            racer.start()
-        outcomes = [queue.get(timeout=120) for _ in racers]
-        for racer in racers:
-            racer.join(60)
-        assert outcomes.count("won") == 1, outcomes
-        assert all(o.startswith("lost: study 'race'") for o in outcomes if o != "won"), outcomes
-        with StudyStore(url, read_only=True) as store:
-            study = store.load_study("race")
-            complete = sorted(t.number for t in study.trials if t.state.name == "COMPLETE")
-            rows = store.results("race", state="complete")
-        assert complete == [0, 1, 2]
-        assert [r["trial_number"] for r in rows] == complete
+        outcomes, complete, rows = race(url, N_RACERS)
+    assert outcomes.count("won") == 1, outcomes
+    assert all(o.startswith("lost: study 'race'") for o in outcomes if o != "won"), outcomes
+    assert complete == [0, 1, 2]
+    assert rows == complete
 
 
 @pytest.mark.slow  # three real `npas search` processes, each with its own local Ray
