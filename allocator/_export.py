@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import IO, Any, cast
@@ -102,13 +103,53 @@ def _weight(model: nn.Module, qualified: str) -> torch.Tensor:
     return cast(torch.Tensor, getattr(model.get_submodule(module_name), name))
 
 
-def check_out_path(path: str | os.PathLike[str], flag: str = "path") -> None:
-    """:class:`ConfigError` unless a file can be written at ``path`` (its directory exists
-    and is writable): checked before the work whose result goes there, not after."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        state = "does not exist" if not folder.exists() else "is not a writable directory"
-        raise ConfigError(f"{flag} {str(path)!r}: directory {str(folder)!r} {state}")
+def check_out_path(
+    path: str | os.PathLike[str],
+    flag: str = "path",
+    *,
+    forbidden: tuple[str | os.PathLike[str], ...] = (),
+) -> None:
+    """:class:`ConfigError` unless a file can be written at ``path``: checked by trying
+    (a temporary file is created and removed beside it), before the work whose result
+    goes there, not after. ``forbidden`` are files and folders the output must not be
+    or lie inside (the study store, its ``-wal``/``-shm`` files, the artifacts folder).
+
+    Example:
+        >>> check_out_path("/proc/model.pt", "--out")
+        Traceback (most recent call last):
+        ...
+        allocator._errors.ConfigError: --out '/proc/model.pt': cannot create a file in '/proc' (No such file or directory)
+    """
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ConfigError(f"{flag} must be a file path, got {text!r}")
+    target = Path(text).resolve()
+    for other in forbidden:
+        place = Path(other).resolve()
+        if target == place or place in target.parents:
+            how = "would overwrite" if target == place else "lies inside"
+            raise ConfigError(
+                f"{flag} {str(text)!r} {how} {str(place)!r}, which npas keeps (the study "
+                "store or its kept weights); write the output somewhere else"
+            )
+    if target.is_dir():
+        raise ConfigError(f"{flag} {str(text)!r} is a directory; give a file path inside it")
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{flag} {str(text)!r} exists and is not a regular file")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {str(text)!r}: directory {str(folder)!r} does not exist")
+    try:
+        if target.exists():
+            with open(target, "ab"):  # opening to append changes nothing
+                pass
+        else:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".npas-probe-")
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        what = f"write {str(target)!r}" if target.exists() else f"create a file in {str(folder)!r}"
+        raise ConfigError(f"{flag} {str(text)!r}: cannot {what} ({exc.strerror or exc})") from None
 
 
 def save(ssn: SSN, f: str | os.PathLike[str] | IO[bytes]) -> None:
@@ -135,7 +176,9 @@ def load(f: str | os.PathLike[str] | IO[bytes], model: nn.Module, *,
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {name} does not exist") from None
     except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"cannot read checkpoint {name}: {_why_unreadable(exc)}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {name}: {_why_unreadable(exc, _is_pickle(f))}"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{name} is not an npas SSN checkpoint: it holds {_kind(data)}, not the "
@@ -150,16 +193,53 @@ def load(f: str | os.PathLike[str] | IO[bytes], model: nn.Module, *,
         plan = Plan.from_dict(state["_extra_state"]["npas_plan"])  # type: ignore[index]
     except (KeyError, TypeError):
         raise CheckpointError(f"{name} carries no npas allocation") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+    _check_plan(plan, state, name)  # type: ignore[arg-type]
     try:
         ssn = SSN(model, plan, init=False)
     except (AttributeError, KeyError, CheckpointError) as exc:
         raise CheckpointError(f"{name} does not fit this model: {exc}") from None
+    except (IndexError, ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{name} carries an allocation that cannot be rebuilt: {first}") from None
     try:
         ssn.load_state_dict(state)  # type: ignore[arg-type]
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         raise CheckpointError(f"{name} does not fit this model: {' '.join(lines[:2])}") from None
     return ssn
+
+
+def _check_plan(plan: Plan, state: dict[str, Any], name: str) -> None:
+    """:class:`CheckpointError` for an allocation no ``allocator.save`` writes: no
+    weights, a group index out of range, or a group whose size is not that of its saved
+    values (checked before anything is allocated, so a size of 1e13 allocates nothing)."""
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{name} carries an invalid npas allocation: {why}")
+
+    if not plan.slots or not plan.groups:
+        raise bad(f"{len(plan.slots)} generated weights in {len(plan.groups)} groups; "
+                  "a saved SSN has at least one of each")
+    for slot in plan.slots:
+        if not 0 <= slot.group < len(plan.groups):
+            raise bad(f"weight {slot.name!r} is in group {slot.group}; there are groups "
+                      f"0..{len(plan.groups) - 1}")
+        if not slot.shape or any(d < 1 for d in slot.shape) or slot.offset < 0:
+            raise bad(f"weight {slot.name!r} has shape {slot.shape} and offset {slot.offset}")
+    for slot in plan.slots:
+        group = plan.groups[slot.group]
+        gen = slot.gen
+        if not (1 <= gen.window <= group.size and 1 <= gen.templates <= max(1, group.k_max)):
+            raise bad(f"weight {slot.name!r} takes {gen.templates} windows of {gen.window:g} "
+                      f"values from group {slot.group} of {group.size:g} values and at most "
+                      f"{group.k_max} templates")
+    for i, group in enumerate(plan.groups):
+        saved = state.get(f"groups.{i}.theta")
+        count = saved.numel() if isinstance(saved, torch.Tensor) else None
+        if group.size < 1 or count != group.size:
+            raise bad(f"group {i} has size {group.size:g}, its saved values number "
+                      f"{'none' if count is None else count}")
 
 
 def _name(f: object) -> str:
@@ -170,14 +250,36 @@ def _name(f: object) -> str:
     return str(stream_name) if isinstance(stream_name, (str, os.PathLike)) else "(stream)"
 
 
-def _why_unreadable(exc: BaseException) -> str:
+def _is_pickle(f: str | os.PathLike[str] | IO[bytes]) -> bool:
+    """Whether the file starts as a pickle of protocol 2 to 5 does (``\x80`` and the
+    protocol), i.e. was written by ``pickle`` rather than being random bytes."""
+    try:
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "rb") as stream:
+                head = stream.read(2)
+        else:
+            f.seek(0)
+            head = f.read(2)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _why_unreadable(exc: BaseException, is_pickle: bool = False) -> str:
     """One line on why ``torch.load(weights_only=True)`` refused a file."""
     text = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(
+        r"unsupported GLOBAL (\S+)", text)
     if refused:
         return (
-            f"it holds a Python object ({refused.group(1)}), not only tensors; npas loads "
-            "checkpoints with weights_only=True and never unpickles arbitrary objects"
+            f"refused as unsafe: it holds a Python object ({refused.group(1)}) that loading "
+            "would run, not only tensors; npas loads checkpoints with weights_only=True and "
+            "never unpickles arbitrary objects"
+        )
+    if is_pickle and "Unsupported operand" in text and "Weights only load failed" in text:
+        return (
+            "refused as unsafe: it is a pickle that is not a PyTorch checkpoint of tensors "
+            "(loading it could run code); npas loads checkpoints with weights_only=True"
         )
     if "Weights only load failed" in text or isinstance(exc, EOFError) or not text.strip():
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)

@@ -9,7 +9,9 @@ environment variable and the masking of passwords are defined once.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
@@ -21,10 +23,12 @@ __all__ = [
     "ENV_STORAGE",
     "connect_args",
     "describe_db_error",
+    "engine_options",
     "mask_url",
     "parse_url",
     "resolve_url",
     "sqlite_path",
+    "store_files",
 ]
 
 DEFAULT_STORAGE = "sqlite:///npas.db"
@@ -51,15 +55,27 @@ def mask_url(url: str | URL) -> str:
         >>> mask_url("postgresql+psycopg://ann:secret@db:5432/npas")
         'postgresql+psycopg://ann:***@db:5432/npas'
     """
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    scheme, sep, rest = text.partition("://")
+    netloc = rest.split("/", 1)[0]
+    if sep and netloc.count("@") > 1:  # an un-encoded '@' in the password: mask up to the last
+        user_part, host = netloc.rsplit("@", 1)
+        user = user_part.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}{rest[len(netloc):]}"
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL at all: show only the scheme, never the rest
-        text = str(url)
-        return text.split("://", 1)[0] + "://..." if "://" in text else "<invalid URL>"
+        return scheme + "://..." if sep else "<invalid URL>"
 
 
 def parse_url(url: str) -> URL:
     """Parse and check a storage URL; :class:`StorageError` names what is wrong."""
+    netloc = url.partition("://")[2].split("/", 1)[0]
+    if netloc.count("@") > 1:
+        raise StorageError(
+            f"storage {mask_url(url)!r}: the user and password hold an '@' that is not "
+            "percent-encoded; write each @ in a password as %40"
+        )
     try:
         parsed = make_url(url)
     except Exception:
@@ -103,11 +119,51 @@ def connect_args(url: URL) -> dict[str, object]:
     return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
+def engine_options(url: URL, *, read_only: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``sqlalchemy.create_engine`` (and Optuna's ``engine_kwargs``).
+
+    ``read_only`` opens a SQLite file with ``mode=ro``: nothing, not even the journal
+    mode, can change its bytes. Servers are read as they are (commands that only read
+    issue no writes).
+
+    Example:
+        >>> sorted(engine_options(make_url("sqlite:///x.db"), read_only=True))
+        ['connect_args', 'creator']
+    """
+    options: dict[str, Any] = {"connect_args": connect_args(url)}
+    path = sqlite_path(url)
+    if read_only and path is not None:
+        uri = path.resolve().as_uri() + "?mode=ro"
+
+        def creator() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+        options["creator"] = creator
+    return options
+
+
 def sqlite_path(url: URL) -> Path | None:
     """The database file of a SQLite URL (``None`` for other backends)."""
     if url.get_backend_name() != "sqlite" or not url.database:
         return None
     return Path(url.database)
+
+
+def store_files(url: str | None) -> tuple[Path, ...]:
+    """The files of a SQLite store (the database, its ``-wal``, ``-shm`` and ``-journal``)
+    that no output may overwrite; none for a server or a URL that does not parse.
+
+    Example:
+        >>> [p.name for p in store_files("sqlite:///npas.db")]
+        ['npas.db', 'npas.db-wal', 'npas.db-shm', 'npas.db-journal']
+    """
+    try:
+        path = sqlite_path(make_url(resolve_url(url)))
+    except Exception:
+        return ()
+    if path is None:
+        return ()
+    return tuple(path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 def describe_db_error(exc: BaseException, url: URL) -> str:
@@ -119,6 +175,8 @@ def describe_db_error(exc: BaseException, url: URL) -> str:
         text = f"{lines[0]} {lines[1]}"
     if url.password:
         text = text.replace(str(url.password), "***")
+    if url.host and "@" in url.host:  # a driver echoing a host made of a password's tail
+        text = text.replace(url.host, "***@" + url.host.rsplit("@", 1)[1])
     if any(s in text for s in ("Access denied", "password authentication failed")):
         text += "; check the user name and password in the URL"
     return text

@@ -13,12 +13,14 @@ import html
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from allocator._errors import ConfigError
+from allocator._storage_url import store_files
 from dashboards import _charts, _provenance
 from dashboards._plots import applies, axis_label, fmt_number, plot_pareto_data, save_figure
 from dashboards._store import StudyData, load_study, load_trials
@@ -73,23 +75,38 @@ def write_report(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out must be a directory, got the file {str(folder)!r}")
+    recorded = data.settings.get("artifacts")
+    for kept in (*store_files(storage), *([Path(recorded)] if recorded else [])):
+        place, target = Path(kept).resolve(), folder.resolve()
+        if target == place or place in target.parents:
+            raise ConfigError(
+                f"--out {str(folder)!r} lies in {str(place)!r}, which npas keeps (the study "
+                "store or its kept weights); write the report somewhere else"
+            )
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial is not None and trial not in trials:
         raise ConfigError(
             f"study {study_name!r} has no trial {trial}; it has 0..{max(trials, default=-1)}"
         )
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
     report = Report(study=study_name, out=folder, html=folder / "index.html",
                     markdown=folder / "report.md")
-    blocks: list[Block] = []
-    blocks += _summary(data, trials)
-    blocks += _pareto_section(data, report)
-    blocks += _hypervolume_section(data, report)
-    blocks += _importance_section(study, data, report)
-    blocks += _allocation_section(data, trials, trial, report)
-    blocks += _provenance_section(data, trials, report)
-    report.html.write_text(render_html(f"npas report: {study_name}", blocks), encoding="utf-8")
-    report.markdown.write_text(render_markdown(f"npas report: {study_name}", blocks), encoding="utf-8")
+    try:
+        blocks: list[Block] = []
+        blocks += _summary(data, trials)
+        blocks += _pareto_section(data, report)
+        blocks += _hypervolume_section(data, report)
+        blocks += _importance_section(study, data, report)
+        blocks += _allocation_section(data, trials, trial, report)
+        blocks += _provenance_section(data, trials, report)
+        report.html.write_text(render_html(f"npas report: {study_name}", blocks), encoding="utf-8")
+        report.markdown.write_text(render_markdown(f"npas report: {study_name}", blocks),
+                                   encoding="utf-8")
+    except BaseException:  # a report that failed leaves no folder it made behind
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        raise
     logger.info("report on %s written to %s", study_name, folder)
     return report
 

@@ -1,7 +1,8 @@
 """The real Optuna Dashboard on a study store, as a child process we start and stop.
 
 :class:`DashboardServer` checks the store and the address first (one-line errors), starts
-``optuna-dashboard`` with its settings in a private config file (a password in the
+Optuna Dashboard's WSGI app (``dashboards/_serve.py``: read-only unless
+``allow_writes``) with its settings in a private config file (a password in the
 storage URL never shows in ``ps``), waits until its HTTP API answers, and stops it with
 SIGTERM (SIGKILL after a grace period). The child runs in its own session so that Ctrl-C
 in a terminal reaches only us; we forward the stop. On Linux the child also gets SIGTERM
@@ -15,7 +16,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -65,6 +65,8 @@ class DashboardServer:
         artifacts: str | os.PathLike[str] | None = None,
         startup_timeout_s: float = 60.0,
         log_file: str | os.PathLike[str] | None = None,
+        allow_writes: bool = False,
+        allow_remote: bool = False,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ConfigError(f"port must be an integer in 1..65535, got {port!r}")
@@ -72,8 +74,16 @@ class DashboardServer:
             raise ConfigError(f"host must be a host name or address, got {host!r}")
         if startup_timeout_s <= 0:
             raise ConfigError(f"startup_timeout_s must be > 0, got {startup_timeout_s!r}")
+        host = host.strip()
+        if not allow_remote and not is_loopback(host):
+            raise ConfigError(
+                f"host {host!r} would serve the study store to the network without any "
+                "login; keep the default 127.0.0.1 (or localhost, ::1), or pass "
+                "--allow-remote to accept that risk"
+            )
         self.storage = storage
-        self.host = host.strip()
+        self.allow_writes = bool(allow_writes)
+        self.host = host
         self.port = port
         self.artifacts = Path(artifacts) if artifacts is not None else None
         self.startup_timeout_s = float(startup_timeout_s)
@@ -124,11 +134,11 @@ class DashboardServer:
             raise ConfigError(f"artifacts directory {str(artifacts)!r} does not exist")
         check_port_free(self.host, self.port)
         self._tmp = tempfile.TemporaryDirectory(prefix="npas-dashboard-")
-        config = Path(self._tmp.name) / "dashboard.toml"
-        _write_config(config, url, self.host, self.port, artifacts)
+        config = Path(self._tmp.name) / "dashboard.json"
+        _write_config(config, url, self.host, self.port, artifacts, self.allow_writes)
         log_path = self.log_file or Path(self._tmp.name) / "dashboard.log"
         self._log = open(log_path, "ab")  # noqa: SIM115  (closed in stop())
-        command = [*dashboard_command(), "--from-config", str(config), "--server", "wsgiref"]
+        command = [sys.executable, "-m", "dashboards._serve", str(config)]
         logger.info("starting %s on %s", " ".join(command[:1]), mask_url(url))
         self._proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -195,15 +205,21 @@ class DashboardServer:
             time.sleep(0.2)
 
 
-def dashboard_command() -> list[str]:
-    """How to run Optuna Dashboard: its script beside this Python, on PATH, or the module."""
-    beside = Path(sys.executable).with_name("optuna-dashboard")
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    found = shutil.which("optuna-dashboard")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from optuna_dashboard._cli import main; main()"]
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost).
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0"), is_loopback("localhost")
+        (True, False, True)
+    """
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -245,20 +261,16 @@ def default_artifacts(url: str) -> Path | None:
     return found[0] if found else None
 
 
-def _write_config(path: Path, url: str, host: str, port: int, artifacts: Path | None) -> None:
-    """Optuna Dashboard's TOML config; readable by us only (the URL may hold a password)."""
-    lines = [
-        "[optuna_dashboard]",
-        f"storage = {json.dumps(url)}",
-        f"host = {json.dumps(host)}",
-        f"port = {port}",
-        "quiet = true",
-    ]
-    if artifacts is not None:
-        lines.append(f"artifact_dir = {json.dumps(str(artifacts.resolve()))}")
+def _write_config(path: Path, url: str, host: str, port: int, artifacts: Path | None,
+                  allow_writes: bool) -> None:
+    """The server process's settings; readable by us only (the URL may hold a password)."""
+    settings = {
+        "storage": url, "host": host, "port": port, "allow_writes": allow_writes,
+        "artifacts": str(artifacts.resolve()) if artifacts is not None else None,
+    }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        json.dump(settings, f)
 
 
 def _client_host(host: str) -> str:

@@ -23,8 +23,8 @@ from sqlalchemy.engine import URL, make_url
 from allocator._errors import ConfigError, StorageError
 from allocator._storage_url import (
     DEFAULT_STORAGE,
-    connect_args,
     describe_db_error,
+    engine_options,
     mask_url,
     parse_url,
     resolve_url,
@@ -116,11 +116,12 @@ def load_study(storage: str | None, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=rdb)
 
 
-def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
+def open_optuna_storage(url: str, *, read_only: bool = True) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the store; SQLite files opened read-only unless asked."""
     import optuna
 
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"connect_args": connect_args(parsed)}
+    kwargs: dict[str, Any] = engine_options(parsed, read_only=read_only)
     with _errors(url):
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=True)
 
@@ -308,7 +309,8 @@ def _any_nan(values: Any) -> Any:
 
 def _engine(parsed: URL) -> sa.Engine:
     try:
-        return sa.create_engine(parsed, connect_args=connect_args(parsed), poolclass=sa.NullPool)
+        return sa.create_engine(parsed, **engine_options(parsed, read_only=True),
+                                poolclass=sa.NullPool)
     except Exception as exc:
         raise StorageError(
             f"storage {mask_url(parsed)!r}: {describe_db_error(exc, parsed)}; use sqlite, postgresql "

@@ -150,6 +150,8 @@ class IntRange:
         return trial.suggest_int(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def grid_values(self) -> list[Any]:
+        _check_grid_size(self.name, (self.high - self.low) // self.step + 1,
+                         f"{self.low}..{self.high} step {self.step}")
         return list(range(self.low, self.high + 1, self.step))
 
     def describe(self) -> str:
@@ -227,7 +229,9 @@ class FloatRange:
                 f"dimension {self.name!r}: a float range without step has no grid; "
                 "give it a step, make it a choice, or use another sampler"
             )
-        n = int(round((self.high - self.low) / self.step))
+        steps = (self.high - self.low) / self.step
+        _check_grid_size(self.name, steps + 1, f"{self.low:g}..{self.high:g} step {self.step:g}")
+        n = int(round(steps))
         return [round(self.low + i * self.step, 12) for i in range(n + 1)]
 
     def describe(self) -> str:
@@ -245,3 +249,17 @@ class FloatRange:
 
 
 Dimension = Choice | IntRange | FloatRange
+
+
+#: The most values one dimension may give a grid search (the whole grid: MAX_GRID).
+MAX_GRID_VALUES = 10_000
+
+
+def _check_grid_size(name: str, count: float, what: str) -> None:
+    """:class:`ConfigError` before a range with too many grid values is listed."""
+    if not count <= MAX_GRID_VALUES:  # also NaN and inf
+        raise ConfigError(
+            f"dimension {name!r} ({what}) has {count:.3g} grid values; a grid search takes "
+            f"at most {MAX_GRID_VALUES:,} per dimension: give a larger step, a choice, or "
+            "use the tpe, nsga2 or random sampler"
+        )

@@ -84,6 +84,8 @@ def load_space(spec: str | Path | Mapping[str, Any] | SearchSpace) -> SearchSpac
             f"unknown space {text!r}: give a preset ({', '.join(PRESETS)}) "
             "or a .toml, .yaml or .json file"
         )
+    if path.is_dir():
+        raise ConfigError(f"space file {text!r} is a directory; give a .toml, .yaml or .json file")
     if not path.is_file():
         raise ConfigError(f"space file {text!r} does not exist")
     data = _read(path)
@@ -137,9 +139,20 @@ def space_from_dict(data: Mapping[str, Any], source: str = "space") -> SearchSpa
         raise ConfigError(f"{source}: {message}") from None
 
 
+def _choice(name: str, values: list[Any], when: Mapping[str, Any] | None = None) -> Choice:
+    """A choice of plain values (Optuna stores a choice's values, and compares them)."""
+    for value in values:
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            raise ConfigError(
+                f"dims.{name}: a choice holds numbers, strings, booleans or null, got "
+                f"{type(value).__name__} {value!r}"
+            )
+    return Choice(name, tuple(values), when=when or {})
+
+
 def _dimension(name: str, spec: Any) -> Dimension:
     if isinstance(spec, list):
-        return Choice(name, tuple(spec))
+        return _choice(name, spec)
     if not isinstance(spec, Mapping):
         raise ConfigError(
             f"dims.{name} must be a list of values or a table with type, low, high or values; "
@@ -161,7 +174,7 @@ def _dimension(name: str, spec: Any) -> Dimension:
         values = spec.get("values")
         if not isinstance(values, list):
             raise ConfigError(f"dims.{name}.values must be a list, got {values!r}")
-        return Choice(name, tuple(values), when=when)
+        return _choice(name, values, when)
     for key in ("low", "high"):
         if key not in spec:
             raise ConfigError(f"dims.{name}: {kind} range needs {key}")
@@ -191,7 +204,15 @@ def _infer_type(name: str, spec: Mapping[str, Any]) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"space file {str(path)!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"space file {str(path)!r} cannot be read: {exc.strerror}") from None
     try:
         if suffix == ".toml":
             data: Any = tomllib.loads(text)

@@ -502,9 +502,10 @@ def bad_checkpoints(real: bytes, marker: Path) -> dict[str, tuple[bytes | None, 
                                  ("does not fit this model",)),
         "torch-save-of-code": (
             _torch_bytes({"format": "npas-ssn", "version": 1, "state_dict": RunsCode(marker)}),
-            ("it holds a Python object (exec)", "weights_only=True",
+            ("refused as unsafe", "it holds a Python object (exec)", "weights_only=True",
              "never unpickles arbitrary objects")),
-        "pickle-of-code": (pickle.dumps(RunsCode(marker)), ("cannot read checkpoint", unreadable)),
+        "pickle-of-code": (pickle.dumps(RunsCode(marker)),
+                           ("cannot read checkpoint", "refused as unsafe", "could run code")),
         "missing": (None, ()),
     }
 

@@ -24,6 +24,7 @@ _COMMANDS: tuple[str, ...] = (
     "allocator.cli._demo",
     "allocator.cli._dashboard",
     "allocator.cli._report",
+    "allocator.cli._delete",
 )
 
 
@@ -52,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NPASError as exc:
-        print(f"npas: error: {exc}", file=sys.stderr)
+        from allocator.cli._text import printable
+
+        print(f"npas: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("npas: interrupted", file=sys.stderr)

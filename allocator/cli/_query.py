@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from allocator.cli._text import printable
+
 __all__ = ["format_rows", "register"]
 
 _TRIAL_COLUMNS = (
@@ -93,10 +95,10 @@ def register(subparsers: Any) -> None:
 def _studies(args: argparse.Namespace) -> int:
     from allocator.search import StudyStore
 
-    with StudyStore(args.storage, must_exist=True) as store:
+    with StudyStore(args.storage, read_only=True) as store:
         rows = store.summaries()
     if not rows and args.format == "table":
-        print(f"no studies in {store.masked_url}", file=sys.stderr)
+        print(f"no studies in {printable(store.masked_url)}", file=sys.stderr)
         return 0
     columns = ("study", "trials", "complete", "failed", "running", "space", "objectives", "started")
     sys.stdout.write(format_rows(rows, columns, args.format))
@@ -107,7 +109,7 @@ def _trials(args: argparse.Namespace) -> int:
     from allocator.search import StudyStore, trial_rows
 
     sort = {"accuracy": "val_accuracy", "params": "trainable_params"}.get(args.sort, args.sort)
-    with StudyStore(args.storage, must_exist=True) as store:
+    with StudyStore(args.storage, read_only=True) as store:
         rows = trial_rows(store, args.study, state=args.state, sort=sort)
     columns = _TRIAL_COLUMNS if args.format == "table" else tuple(rows[0]) if rows else ()
     if args.format == "table":
@@ -140,7 +142,7 @@ def _pareto(args: argparse.Namespace) -> int:
 
         for path in args.plot:  # a bad suffix fails before anything is read or written
             check_plot_path(path)
-    with StudyStore(args.storage, must_exist=True) as store:
+    with StudyStore(args.storage, read_only=True) as store:
         rows = pareto_front(store, args.study)
     columns = pareto_columns(rows) if args.format == "table" else tuple(rows[0]) if rows else ()
     if args.format == "table":
@@ -227,7 +229,7 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
     if hasattr(value, "isoformat"):
         return str(value.isoformat(timespec="seconds"))
-    text = str(value)
+    text = printable(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -244,6 +246,8 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, str):
+        return printable(value)
     return _jsonable(value)
 
 

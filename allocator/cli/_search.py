@@ -107,13 +107,15 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     given = _given(args)
     if args.resume:
-        if not args.study:
+        if args.study is None:
             raise ConfigError("--resume needs --study NAME (see `npas studies`)")
         return _run(lambda progress: _resume(args, given, progress), args.storage)
     for flag in ("model", "data"):
         if not getattr(args, flag):
             raise ConfigError(f"--{flag} is required (e.g. --model cnn1d --data mnist1d)")
-    study = args.study or f"{_stem(args.model)}-{_stem(args.data)}-{_space_stem(args.space or 'default')}"
+    study = args.study  # "" is refused by the settings' check, never replaced by the default
+    if study is None:
+        study = f"{_stem(args.model)}-{_stem(args.data)}-{_space_stem(args.space or 'default')}"
     return _run(lambda progress: _new(study, args.storage, given, progress), args.storage)
 
 

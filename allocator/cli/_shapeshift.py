@@ -53,7 +53,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"mapping {args.mapping!r} needs data or a layer map; use `npas train` for it"
         )
-    model = build_model(args.model, input_shape=_shape(args.input_shape), num_classes=args.classes)
+    from allocator.search._checks import check_model_memory
+
+    shape = _shape(args.input_shape)
+    check_model_memory(args.model, shape, args.classes)  # before anything is allocated
+    model = build_model(args.model, input_shape=shape, num_classes=args.classes)
     ssn = allocator.shapeshift(
         model, parse_budget(args.budget), groups=args.groups, templates=args.templates,
         downsample=args.downsample, upsample=args.upsample, mapping=args.mapping, seed=args.seed,

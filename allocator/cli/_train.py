@@ -19,6 +19,7 @@ from typing import Any
 
 from allocator._errors import BudgetError, ConfigError
 from allocator._export import check_out_path
+from allocator._storage_url import store_files
 
 __all__ = ["parse_budget", "register"]
 
@@ -128,7 +129,7 @@ def _handle(args: argparse.Namespace) -> int:
         raise ConfigError(f"--save needs method ssn (it writes an SSN), got method {config.method!r}")
     for flag in ("save", "export"):  # before training, not after
         if getattr(args, flag):
-            check_out_path(getattr(args, flag), f"--{flag}")
+            check_out_path(getattr(args, flag), f"--{flag}", forbidden=store_files(None))
 
     bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr,
                disable=not sys.stderr.isatty(), leave=False)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from allocator._errors import CheckpointError, ConfigError
 from allocator._export import check_out_path
+from allocator._storage_url import store_files
 from allocator.search._store import StudyStore
 
 if TYPE_CHECKING:
@@ -87,6 +88,12 @@ def attach_to_study(
         return ids
 
 
+_STATE_WORDS = {
+    "COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned", "RUNNING": "still running",
+    "WAITING": "queued and not run yet (a retry or an enqueued trial)",
+}
+
+
 def export_model(
     study: str,
     trial_number: int,
@@ -109,26 +116,30 @@ def export_model(
     """
     import torch
 
-    check_out_path(out, "--out")
-    with StudyStore(storage, must_exist=True) as store:
+    with StudyStore(storage, read_only=True) as store:
         loaded = store.load_study(study)
-        trials_ = [t for t in loaded.get_trials(deepcopy=False) if t.number == trial_number]
-        if not trials_:
-            raise ConfigError(
-                f"study {study!r} has no trial {trial_number}; it has 0..{len(loaded.trials) - 1}"
-            )
-        frozen = trials_[0]
-        config = frozen.user_attrs.get("npas_config")
-        if not isinstance(config, dict):
-            raise ConfigError(f"trial {trial_number} of {study!r} has no npas config")
-        if frozen.state.name != "COMPLETE":
-            raise ConfigError(
-                f"trial {trial_number} of {study!r} is {frozen.state.name.lower()}; "
-                "only complete trials can be exported"
-            )
-        result = frozen.user_attrs.get("npas_result", {})
         record = loaded.user_attrs.get("npas_settings", {})
         art_dir = artifacts or record.get("artifacts")
+        check_out_path(out, "--out", forbidden=(
+            *store_files(store.url), *([art_dir] if art_dir else [])))
+        all_trials = loaded.get_trials(deepcopy=False)
+        trials_ = [t for t in all_trials if t.number == trial_number]
+        if not trials_:
+            there = f"0..{len(all_trials) - 1}" if all_trials else "no trials yet"
+            raise ConfigError(f"study {study!r} has no trial {trial_number}; it has {there}")
+        frozen = trials_[0]
+        if frozen.state.name != "COMPLETE":
+            raise ConfigError(
+                f"trial {trial_number} of {study!r} is {_STATE_WORDS[frozen.state.name]}; "
+                "only complete trials can be exported"
+            )
+        config = frozen.user_attrs.get("npas_config")
+        if not isinstance(config, dict):
+            raise ConfigError(
+                f"trial {trial_number} of {study!r} was not run by `npas search` (it has no "
+                "npas_config attribute); only trials of npas studies can be exported"
+            )
+        result = frozen.user_attrs.get("npas_result", {})
         kept = _kept_weights(frozen, store, art_dir)
     if kept is not None:
         where, data = kept

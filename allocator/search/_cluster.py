@@ -39,6 +39,7 @@ class Cluster:
     max_node_cpus: float
     max_node_gpus: float
     owned: bool
+    memory: float = 0.0  # bytes Ray may give tasks (ray.cluster_resources()["memory"])
 
     def shutdown(self) -> None:
         if self.owned:
@@ -57,6 +58,12 @@ class Cluster:
             raise ClusterError(
                 f"--gpus-per-trial {gpus_per_trial:g} does not fit on any node; "
                 f"the largest has {self.max_node_gpus:g} GPUs"
+            )
+        need_mem = concurrency * WORKER_MEMORY_BYTES
+        if self.memory and need_mem > self.memory:
+            raise ClusterError(
+                f"--concurrency {concurrency} needs about {need_mem / 2**30:.1f} GiB for its "
+                f"workers; the cluster at {self.address} has {self.memory / 2**30:.1f} GiB"
             )
         need_cpu = concurrency * cpus_per_trial
         need_gpu = concurrency * gpus_per_trial
@@ -93,6 +100,14 @@ def connect(
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # no C++ "*** SIGTERM received ***" stack dump on the terminal when a search stops
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    if address is not None and not address.strip():
+        raise ClusterError(
+            "--ray-address is empty; give HOST:PORT, ray://HOST:PORT or auto, or leave the "
+            "flag out for a local Ray"
+        )
+    check_local_resources(address, concurrency, cpus_per_trial, gpus_per_trial)
     import ray
 
     owned = not ray.is_initialized()
@@ -130,6 +145,7 @@ def connect(
         max_node_cpus=max((float(n["Resources"].get("CPU", 0.0)) for n in nodes), default=0.0),
         max_node_gpus=max((float(n["Resources"].get("GPU", 0.0)) for n in nodes), default=0.0),
         owned=owned,
+        memory=float(total.get("memory", 0.0)),
     )
     try:
         cluster.check_fits(concurrency, cpus_per_trial, gpus_per_trial)
@@ -204,6 +220,44 @@ def _import_each(modules: list[str]) -> tuple[str, str] | None:
     return None
 
 
+#: Memory one trial worker takes before it trains (Python, PyTorch, Ray's worker).
+WORKER_MEMORY_BYTES = 400 * 2**20
+
+
+def check_local_resources(
+    address: str | None, concurrency: int, cpus_per_trial: float, gpus_per_trial: float = 0.0
+) -> None:
+    """Before Ray starts: a local Ray gets no more CPUs than this machine has, and the
+    workers of ``--concurrency`` must fit in its memory (:class:`ClusterError`, with the
+    numbers). A cluster's resources are checked once joined (:meth:`Cluster.check_fits`)."""
+    from allocator.search._checks import available_memory
+
+    if address:
+        return
+    cores = os.cpu_count() or 1
+    if cpus_per_trial > cores:
+        raise ClusterError(
+            f"--cpus-per-trial {cpus_per_trial:g} is more than this machine's {cores} CPUs; "
+            f"give at most {cores}, or --ray-address of a cluster with larger nodes"
+        )
+    if gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus_per_trial > gpus:
+            raise ClusterError(
+                f"--gpus-per-trial {gpus_per_trial:g} is more than this machine's {gpus} GPUs; "
+                f"give at most {gpus}, or --ray-address of a cluster with GPUs"
+            )
+    need, have = concurrency * WORKER_MEMORY_BYTES, available_memory()
+    if need > have:
+        raise ClusterError(
+            f"--concurrency {concurrency} needs about {need / 2**30:.1f} GiB for its workers "
+            f"({WORKER_MEMORY_BYTES // 2**20} MiB each); this machine has "
+            f"{have / 2**30:.1f} GiB available: give at most {max(1, have // WORKER_MEMORY_BYTES)}"
+        )
+
+
 def _probe(address: str) -> None:
     """Fail fast (seconds, not minutes) when nothing listens at ``address``."""
     if address in ("auto", "local"):
@@ -228,6 +282,8 @@ def _probe(address: str) -> None:
         raise ClusterError(
             f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
         ) from None
+    if not 1 <= port <= 65535:
+        raise ClusterError(f"--ray-address {address!r}: port {port} is not in 1..65535")
     host = host.strip("[]") or "127.0.0.1"
     try:
         with socket.create_connection((host, port), _PROBE_TIMEOUT_S):
@@ -238,7 +294,33 @@ def _probe(address: str) -> None:
             "(start one with `ray start --head`, or leave out --ray-address for a local one)"
         ) from None
     if scheme != "ray":
+        _probe_grpc(address, host, port)
         _probe_gcs(address, f"{host}:{port}")
+
+
+def _probe_grpc(address: str, host: str, port: int) -> None:
+    """A Ray head's port speaks gRPC (HTTP/2): it answers the HTTP/2 preface with a
+    SETTINGS frame at once. Anything else there (a database, a web server) is refused in
+    a second, not after Ray's 50 s of retries."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return  # TLS first: the plain preface is no test
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    try:
+        with socket.create_connection((host, port), _PROBE_TIMEOUT_S) as conn:
+            conn.sendall(preface)
+            reply = b""
+            while len(reply) < 9:
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        reply = b""
+    if len(reply) < 9 or reply[3] != 0x04:  # frame type 4: SETTINGS
+        raise ClusterError(
+            f"the service at {address} is not a Ray head node (it does not answer as gRPC); "
+            "give the address `ray start --head` printed (default port 6379)"
+        )
 
 
 def _probe_gcs(address: str, host_port: str) -> None:

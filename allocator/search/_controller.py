@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from allocator._errors import ConfigError
 from allocator.search import _artifacts
@@ -164,12 +164,8 @@ class _Search:
         cluster: Cluster | None = None
         me: Controller | None = None
         try:
-            if not self.resume and self.s.study in store.study_names():
-                raise ConfigError(
-                    f"study {self.s.study!r} already exists in {store.masked_url!r}; "
-                    "pass --resume to continue it (or to join the searches running it), "
-                    "or choose another --study"
-                )
+            if not self.resume:  # foreign tables, the name taken (exactly or by collation)
+                store.check_new_study(self.s.study)
             art_dir = None
             if self.s.keep_models != "none":
                 art_dir = self.s.artifacts_dir(store.sqlite_file)
@@ -247,14 +243,10 @@ class _Search:
         sampler = make_sampler(
             self.s.sampler, self.s.seed, trials=self.s.trials, n_objectives=len(objs)
         )
-        store.delete_results(self.s.study)  # rows of an earlier study of that name
+        study = store.create_study(  # race-free; old rows of the name go by trial id
+            self.s.study, directions=[o.direction for o in objs], sampler=sampler
+        )
         with store._errors("write to"):
-            study = optuna.create_study(
-                storage=store.optuna_storage,
-                study_name=self.s.study,
-                directions=[cast(Any, o.direction) for o in objs],
-                sampler=sampler,
-            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([o.name for o in objs])

@@ -24,6 +24,10 @@ __all__ = ["KEEP_MODELS", "SearchSettings"]
 
 KEEP_MODELS = ("none", "pareto", "all")
 
+#: The largest seed: resumed and joining controllers seed their samplers with the seed
+#: plus the trials seen plus 1,000,003 per controller, below NumPy's 2**32 limit.
+MAX_SEED = 2**31 - 1
+
 #: Settings that define a study; a resumed study keeps them.
 STUDY_DEFINING = ("model", "data", "trial", "space", "epochs", "seed", "objective", "trial_options")
 
@@ -89,12 +93,21 @@ class SearchSettings:
             raise ConfigError(f"study must be a non-empty name, got {self.study!r}")
         if len(self.study) > 500:
             raise ConfigError(f"study name must be at most 500 characters, got {len(self.study)}")
+        if self.study != self.study.strip() or not self.study.isprintable():
+            raise ConfigError(
+                f"study name {self.study!r} has control characters or spaces at its ends; "
+                "use printable characters, e.g. mlp-mnist1d"
+            )
         for name in ("trials", "concurrency", "epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                or not 0 <= self.seed <= MAX_SEED):
+            raise ConfigError(
+                f"seed must be an integer in 0..{MAX_SEED} (a resumed study's samplers add "
+                f"to it and must stay below 2**32), got {self.seed!r}"
+            )
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         objectives(self.objective)
