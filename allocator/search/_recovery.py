@@ -28,12 +28,20 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["counted", "interrupt_trial", "recover", "repair_rows"]
+__all__ = ["counted", "interrupt_trial", "recover", "repair_rows", "trial_id"]
 
 logger = logging.getLogger(__name__)
 
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_REASON, ATTR_CONFIG = "npas_failure_reason", "npas_config"
+ATTR_ENGINE = "npas_engine"  # pool or tune: the engine that ran the trial
+
+
+def trial_id(store: StudyStore, study: str, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
+    storage = store.optuna_storage
+    return int(storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study), number))
 
 
 def counted(trial: FrozenTrial) -> bool:
@@ -86,7 +94,8 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
         started, ended = run.get("started_at"), run.get("finished_at")
         store.write_result(
             row_for(
-                study=study.study_name, trial_number=trial.number, trial_id=trial._trial_id,
+                study=study.study_name, trial_number=trial.number,
+                trial_id=trial_id(store, study.study_name, trial.number),
                 state={"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, "failed"),
                 config=result.get("config") or trial.user_attrs.get(ATTR_CONFIG), result=result,
                 started_at=_utc(started), finished_at=_utc(ended),
@@ -94,6 +103,7 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
                 host=trial.user_attrs.get("npas_host"), node_id=trial.user_attrs.get("npas_node_id"),
                 worker_pid=run.get("pid"), failure_reason=trial.user_attrs.get(ATTR_REASON),
                 controller=trial.user_attrs.get(ATTR_CONTROLLER),
+                engine=trial.user_attrs.get(ATTR_ENGINE), rung=trial.user_attrs.get("npas_rung"),
             )
         )
         repaired.append(trial.number)
@@ -125,9 +135,10 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
     elif not ran and retry_of is not None:  # a retry that never ran: it is still owed
         params = dict(frozen.system_attrs.get("fixed_params") or frozen.params)
     retry = bool(params)
+    tid = trial_id(store, study.study_name, number)
     try:
-        study._storage.set_trial_user_attr(frozen._trial_id, ATTR_INTERRUPTED, True)
-        study._storage.set_trial_user_attr(frozen._trial_id, ATTR_REASON, reason)
+        store.optuna_storage.set_trial_user_attr(tid, ATTR_INTERRUPTED, True)
+        store.optuna_storage.set_trial_user_attr(tid, ATTR_REASON, reason)
         study.tell(number, state=TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
         return False  # it finished meanwhile (its controller was alive after all)
@@ -135,8 +146,9 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
         row_for(
             study=study.study_name,
             trial_number=number,
-            trial_id=frozen._trial_id,
+            trial_id=tid,
             state="failed",
+            engine=frozen.user_attrs.get(ATTR_ENGINE),
             failure_reason=f"interrupted: {reason}" + ("; queued again" if retry else ""),
             finished_at=dt.datetime.now(dt.timezone.utc),
         )

@@ -66,6 +66,7 @@ class SearchSettings:
     verbose: bool = False
     max_retries: int = 1  # runs more of a trial whose worker died, before it is failed
     db_timeout: float = 300.0  # seconds the study store may stay unreachable
+    early_stop: str = "none"  # none | pareto | asha (allocator/search/_epochs.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trial_options", MappingProxyType(dict(self.trial_options)))

@@ -12,6 +12,7 @@ controller writes everything.
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import logging
 import os
@@ -23,7 +24,9 @@ from typing import Any
 
 from allocator._errors import ConfigError, NPASError
 
-__all__ = ["DEFAULT_RUNNER", "TrialWorker", "execute", "model_bytes", "resolve_runner"]
+__all__ = [
+    "DEFAULT_RUNNER", "TrialWorker", "accepts_report", "execute", "model_bytes", "resolve_runner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +86,31 @@ def _node_id() -> str:
     return ""
 
 
+def accepts_report(fn: Callable[..., Any]) -> bool:
+    """Whether the trial function takes a ``report`` keyword (``trials.run`` does).
+
+    Example:
+        >>> accepts_report(lambda config, *, keep_model=False, report=None: None)
+        True
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "report" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def execute(
-    fn: Callable[..., Any], config: Mapping[str, Any], *, keep_model: bool = False
+    fn: Callable[..., Any], config: Mapping[str, Any], *, keep_model: bool = False,
+    report: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> dict[str, Any]:
     """Run one trial; return its outcome as plain data. Never raises.
 
     The outcome holds ``result`` (the trial result as a dict; ``status`` ``failed`` with
     ``failure_reason`` when the trial raised), ``started_at``/``finished_at`` (Unix
     seconds), ``host``, ``node_id``, ``pid`` and ``model`` (the weights as bytes, or
-    ``None``).
+    ``None``). ``report(epoch, metrics)`` is passed on to a trial function that takes one
+    (see :func:`accepts_report`): live learning curves and early stopping.
 
     Example:
         >>> out = execute(lambda c, keep_model: {"status": "complete", "x": c["x"]}, {"x": 1})
@@ -101,7 +120,8 @@ def execute(
     started = time.time()
     model: bytes | None = None
     try:
-        raw = fn(dict(config), keep_model=keep_model)
+        extra = {"report": report} if report is not None and accepts_report(fn) else {}
+        raw = fn(dict(config), keep_model=keep_model, **extra)
         result = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
         trained = getattr(raw, "model", None)
         if keep_model and trained is not None and result.get("status") == "complete":
@@ -160,8 +180,16 @@ class TrialWorker:
         """Host, node id and process id of this worker (also a readiness probe)."""
         return {"host": socket.gethostname(), "node_id": _node_id(), "pid": os.getpid()}
 
-    def run(self, config: Mapping[str, Any], keep_model: bool = False) -> dict[str, Any]:
-        return execute(self._fn, config, keep_model=keep_model)
+    def run(self, config: Mapping[str, Any], keep_model: bool = False, board: Any = None,
+            number: int | None = None) -> dict[str, Any]:
+        """Run one trial; with ``board`` (an ``EpochBoard`` actor) its epochs are reported
+        there as trial ``number`` (live curves, early stopping)."""
+        report = None
+        if board is not None and number is not None:
+            from allocator.search._epochs import report_hook
+
+            report = report_hook(board, number)
+        return execute(self._fn, config, keep_model=keep_model, report=report)
 
 
 def echo_trial(config: Mapping[str, Any], *, keep_model: bool = False) -> dict[str, Any]:
