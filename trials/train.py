@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from allocator import count_parameters
 from allocator._errors import ConfigError
 from trials.config import TrialConfig
 
@@ -158,7 +159,9 @@ def train(
     """Train ``model`` on ``dataset.train`` as ``config`` says; evaluate every epoch.
 
     ``report(epoch, metrics)`` is called after each epoch (``epoch`` counts from 1;
-    metrics: ``val_accuracy``, ``val_loss``, ``train_loss``, ``lr``, ``epoch_time``);
+    metrics: ``val_accuracy``, ``val_loss``, ``train_loss``, ``lr``, ``epoch_time``, and
+    the run's ``trainable_params`` and mean ``step_time_s`` so far, which early stopping
+    compares trials on);
     returning ``True`` stops the run as ``pruned``. The test split is evaluated at the
     end only when ``config.eval_test``. The model is moved to the config's device.
 
@@ -225,6 +228,7 @@ def _fit(
     )
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else None
 
+    trainable = count_parameters(model)
     history: list[dict[str, float]] = []
     status, reason = "complete", None
     steps, step_seconds, epoch = 0, 0.0, 0
@@ -273,7 +277,8 @@ def _fit(
                 val = latest
                 metrics.update(val_accuracy=val[0], val_loss=val[1])
             history.append(metrics)
-            timed = {**metrics, "epoch_time": time.perf_counter() - epoch_start}
+            timed = {**metrics, "epoch_time": time.perf_counter() - epoch_start,
+                     "trainable_params": trainable, "step_time_s": step_seconds / max(steps, 1)}
             if report is not None and report(epoch, timed) is True:
                 status = "pruned"
                 break

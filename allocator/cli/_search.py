@@ -81,6 +81,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db-timeout", type=float, metavar="SECONDS",
                    help="how long the study store may stay unreachable while the search "
                         "retries with backoff, before it stops (default: 300)")
+    # --- engine, early stopping and logging (allocator/search/_epochs.py)
+    p.add_argument("--early-stop", choices=("none", "pareto", "asha"), dest="early_stop",
+                   help="stop trials early: pareto (successive halving by non-dominated "
+                        "rank and crowding on every objective), asha (the same on validation "
+                        "accuracy alone) or none (default); needs --epochs 2 or more")
     p.add_argument("--resume", action="store_true",
                    help="continue the study, or join the controllers running it now: keep "
                         "completed trials, retry once those a stopped controller left running")
@@ -106,7 +111,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user typed (``None`` flags are left to defaults or the study)."""
     names = ("model", "data", "space", "trials", "concurrency", "epochs", "seed", "sampler",
              "objective", "ray_address", "cpus_per_trial", "gpus_per_trial", "keep_models",
-             "artifacts", "max_retries", "db_timeout")
+             "artifacts", "max_retries", "db_timeout", "early_stop")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     options = {n: getattr(args, n) for n in _TRIAL_FLAGS if getattr(args, n, None) is not None}
     options.update(parse_options(getattr(args, "options", None) or []))

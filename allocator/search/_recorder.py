@@ -165,14 +165,16 @@ class Recorder:
         self.study.set_attrs(number, attrs, "record a finished trial")
         for item in result.get("history") or ():  # epochs the live path missed
             self.epoch(number, int(item.get("epoch", 0)), item)
-        self._epochs.pop(number, None)
         if values is not None:
             if self.keep is not None and out.get("model") is not None:
                 self.keep(number, out["model"], values)
             self.study.tell(number, values)
         else:
             status = "pruned" if status == "pruned" else "failed"
+            if status == "pruned":
+                self._never_reached(number, run.config)
             self.study.tell(number, state="PRUNED" if status == "pruned" else "FAIL")
+        self._epochs.pop(number, None)
         started, ended = out.get("started_at"), out.get("finished_at")
         self._write(
             number, status, "record a finished trial",
@@ -183,6 +185,18 @@ class Recorder:
             failure_reason=reason, rung=attrs.get(ATTR_RUNG),
         )
         return status, values
+
+
+    def _never_reached(self, number: int, config: Mapping[str, Any]) -> None:
+        """A NaN at the last epoch of a stopped trial: the epoch it never reached.
+
+        Optuna's TPE ranks a pruned trial by its last intermediate value with a single
+        objective's direction, which a multi-objective study has not (it raises); a NaN
+        there is its documented "worse than every complete trial", which a stopped trial
+        is. Plots skip the NaN: the curve ends at the rung."""
+        last = config.get("epochs")
+        if isinstance(last, int) and last > self._epochs.get(number, 0):
+            self.study.intermediate(number, last, math.nan)
 
 
 def allocation_line(allocation: Mapping[str, Any] | None) -> str | None:
