@@ -81,7 +81,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db-timeout", type=float, metavar="SECONDS",
                    help="how long the study store may stay unreachable while the search "
                         "retries with backoff, before it stops (default: 300)")
-    # --- engine, early stopping and logging (allocator/search/_epochs.py)
+    # --- engine, early stopping and logging (allocator/search/_engines.py, _epochs.py)
+    p.add_argument("--engine", choices=("pool", "tune"),
+                   help="what runs the trials: pool (reused Ray actors, the cheapest per "
+                        "trial; default) or tune (ray.tune.Tuner with Tune's OptunaSearch)")
+    p.add_argument("--log", action="append", choices=("tensorboard", "mlflow"),
+                   help="a Ray Tune logger callback for every trial (repeatable; --engine tune)")
     p.add_argument("--early-stop", choices=("none", "pareto", "asha"), dest="early_stop",
                    help="stop trials early: pareto (successive halving by non-dominated "
                         "rank and crowding on every objective), asha (the same on validation "
@@ -111,8 +116,10 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user typed (``None`` flags are left to defaults or the study)."""
     names = ("model", "data", "space", "trials", "concurrency", "epochs", "seed", "sampler",
              "objective", "ray_address", "cpus_per_trial", "gpus_per_trial", "keep_models",
-             "artifacts", "max_retries", "db_timeout", "early_stop")
+             "artifacts", "max_retries", "db_timeout", "early_stop", "engine")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if getattr(args, "log", None):
+        given["log"] = tuple(dict.fromkeys(args.log))
     options = {n: getattr(args, n) for n in _TRIAL_FLAGS if getattr(args, n, None) is not None}
     options.update(parse_options(getattr(args, "options", None) or []))
     if options:

@@ -25,6 +25,7 @@ from allocator._errors import ConfigError
 from allocator.search import _artifacts
 from allocator.search._checks import check_options, check_trial_config, fit_to_model
 from allocator.search._cluster import Cluster, connect
+from allocator.search._engines import check_engine
 from allocator.search._epochs import make_rule
 from allocator.search._feasible import budget_floor, check_feasible
 from allocator.search._launch_pool import PoolLauncher
@@ -122,6 +123,7 @@ class _Search:
         space = load_space(self.s.space)
         check_options(space, self.s.trial_options)
         make_rule(self.s.early_stop, self.s.epochs, self.objs)
+        check_engine(self.s)
         if self.s.runner == DEFAULT_RUNNER:
             check_trial_config({**self.s.base_config(), **space.to_config(space.example())})
             if not self.resume:  # a resumed study keeps the space it recorded
@@ -154,8 +156,9 @@ class _Search:
                 cpus_per_trial=self.s.cpus_per_trial, gpus_per_trial=self.s.gpus_per_trial,
                 verbose=self.s.verbose,
             )
-            launcher = self._launcher(space)
-            launcher.start(self.s.early_stop, epochs=self.s.epochs, objs=self.objs)
+            if self.s.engine == "pool":
+                launcher = self._launcher(space)
+                launcher.start(self.s.early_stop, epochs=self.s.epochs, objs=self.objs)
             # --- everything is valid: the first write happens here
             store.initialise()
             db = DatabaseRetry(self.s.db_timeout, store.masked_url)
@@ -163,7 +166,10 @@ class _Search:
             me.register()
             with store._errors("write to"):  # a database lost mid-search: one line, not a trace
                 study = self._open_study(store, db, me, space, art_dir)
-                self._loop(store, study, me, launcher, space, floor, art_dir)
+                if launcher is None:
+                    self._tune(store, study, me)
+                else:
+                    self._loop(store, study, me, launcher, space, floor, art_dir)
             pareto = db.call(lambda: pareto_front(store, self.s.study), "read the results")
         finally:
             if launcher is not None:
@@ -248,7 +254,7 @@ class _Search:
                         break
                     asked[trial.number] = trial
                     self._start(recorder, launcher, space, floor, trial, keep_weights)
-                self._report(launcher)
+                self._report(len(launcher.running))
                 if not launcher.running:  # nothing more to launch, here or anywhere
                     if not launches.others_running:
                         break
@@ -265,7 +271,43 @@ class _Search:
             raise
         self.loop_s = time.monotonic() - loop_start
         self.tally.reset(study.trials())
-        self._report(launcher, finished=True)
+        self._report(0, finished=True)
+
+    def _tune(self, store: StudyStore, study: OptunaStudy, me: Controller) -> None:
+        """The trials on ``ray.tune.Tuner``: Tune's ``OptunaSearch`` on this study asks,
+        the same recorder writes (see ``_launch_tune.py``)."""
+        from allocator.search._launch_tune import run_dir, run_tune, tune_search_alg
+
+        recorder = Recorder(study, store, self.objs, controller=me.id, engine="tune")
+        self.launches = launches = Launches(study, store, me, trials=self.s.trials)
+        if self.resume:
+            launches.recover()
+        self.tally.reset(study.trials())
+        samples = self.s.trials - self.tally.done
+        searcher = tune_search_alg(self.s, recorder=recorder, sampler=study.study.sampler,
+                                   storage=store.optuna_storage, controller=me.id)
+        ticked = [0.0]
+
+        def finished(outcome: tuple[str, list[float] | None]) -> None:
+            status, values = outcome
+            self.tally.add(status, values)
+            self.last = f"trial {status}" + ("" if values is None else ": " + " ".join(
+                f"{o.name}={_short(v)}" for o, v in zip(self.objs, values, strict=True)))
+            self._report(0)
+
+        def tick() -> None:
+            if time.monotonic() - ticked[0] >= _TICK_S:
+                ticked[0] = time.monotonic()
+                self._report(0)
+
+        loop_start = time.monotonic()
+        if samples > 0:
+            run_tune(self.s, searcher=searcher, samples=samples, objs=self.objs,
+                     folder=run_dir(store.sqlite_file, self.s.artifacts), on_finished=finished,
+                     tick=tick)
+        self.loop_s = time.monotonic() - loop_start
+        self.tally.reset(study.trials())
+        self._report(0, finished=True)
 
     def _start(self, recorder: Recorder, launcher: PoolLauncher, space: SearchSpace, floor: Any,
                trial: Any, keep: bool) -> None:
@@ -323,11 +365,11 @@ class _Search:
             logger.warning("could not mark the trials in flight as interrupted")
         launcher.stop()
 
-    def _report(self, launcher: PoolLauncher, finished: bool = False) -> None:
+    def _report(self, running: int, finished: bool = False) -> None:
         counts = self.tally.counts
         self.on_progress(SearchStatus(
             study=self.s.study, target=self.launches.target, done=self.tally.done,
-            running=len(launcher.running), complete=counts["complete"], failed=counts["failed"],
+            running=running, complete=counts["complete"], failed=counts["failed"],
             pruned=counts["pruned"], pareto_size=self.tally.pareto_size,
             elapsed_s=time.monotonic() - self.started, last=self.last, finished=finished,
         ))
