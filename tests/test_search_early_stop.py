@@ -4,6 +4,7 @@ learning curves that reach the store while trials run."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -91,9 +92,10 @@ def test_rungs_and_the_rules() -> None:
 OPTIONS = {"data_size": 1500, "batch_size": 32, "max_steps_per_epoch": 12}
 
 
-@pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("early-stop")
+@pytest.fixture(scope="module", params=["pool", "tune"])
+def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    engine = request.param
+    root = tmp_path_factory.mktemp(f"early-stop-{engine}")
     url = f"sqlite:///{root / 'npas.db'}"
     live: list[int] = []
     watcher = StudyStore(url)
@@ -105,11 +107,12 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     settings = SearchSettings(
         study="s", model="cnn1d", data="mnist1d", space="lowbudget", trials=10, concurrency=2,
-        epochs=9, seed=0, storage=url, early_stop="pareto", trial_options=OPTIONS,
+        epochs=9, seed=0, storage=url, early_stop="pareto", trial_options=OPTIONS, engine=engine,
+        log=("tensorboard",) if engine == "tune" else (),
     )
     summary = run_search(settings, on_progress=watch)
     watcher.close()
-    return {"url": url, "summary": summary, "live": live}
+    return {"url": url, "summary": summary, "live": live, "engine": engine, "root": root}
 
 
 @pytest.mark.slow
@@ -122,7 +125,7 @@ def test_trials_behind_the_front_at_a_rung_are_pruned_with_their_rung(stopped) -
         rows = {r["trial_number"]: r for r in store.results("s")}
     for t in trials:
         row = rows[t.number]
-        assert row["state"] == t.state.name.lower() and row["engine"] == "pool"
+        assert row["state"] == t.state.name.lower() and row["engine"] == stopped["engine"]
         if t.state.name == "PRUNED":
             rung = t.user_attrs["npas_rung"]
             assert rung in (1, 3) and row["rung"] == rung and row["epochs_run"] == rung
@@ -144,3 +147,17 @@ def test_npas_trials_lists_the_pruned_trials(stopped, capsys) -> None:
     assert main(["trials", "s", "--storage", stopped["url"], "--state", "pruned"]) == 0
     out = capsys.readouterr().out
     assert out.count("pruned") >= stopped["summary"].pruned
+
+
+@pytest.mark.slow
+def test_both_engines_give_the_same_pareto_command_and_tune_logs_to_tensorboard(stopped, capsys) -> None:
+    with StudyStore(stopped["url"], must_exist=True) as store:
+        front = sorted(t.number for t in store.load_study("s").best_trials)
+    assert main(["pareto", "s", "--storage", stopped["url"], "--format", "json"]) == 0
+    assert sorted(r["trial_number"] for r in json.loads(capsys.readouterr().out)) == front
+    events = list(stopped["root"].rglob("events.out.tfevents.*"))
+    if stopped["engine"] == "tune":  # --log tensorboard: one event file per trial
+        assert len(events) == 10
+        assert (stopped["root"] / "npas-tune" / "s").is_dir()  # RunConfig(storage_path) by the study
+    else:
+        assert events == []

@@ -167,7 +167,7 @@ class _Search:
             with store._errors("write to"):  # a database lost mid-search: one line, not a trace
                 study = self._open_study(store, db, me, space, art_dir)
                 if launcher is None:
-                    self._tune(store, study, me)
+                    self._tune(store, study, me, space)
                 else:
                     self._loop(store, study, me, launcher, space, floor, art_dir)
             pareto = db.call(lambda: pareto_front(store, self.s.study), "read the results")
@@ -273,7 +273,8 @@ class _Search:
         self.tally.reset(study.trials())
         self._report(0, finished=True)
 
-    def _tune(self, store: StudyStore, study: OptunaStudy, me: Controller) -> None:
+    def _tune(self, store: StudyStore, study: OptunaStudy, me: Controller,
+              space: SearchSpace) -> None:
         """The trials on ``ray.tune.Tuner``: Tune's ``OptunaSearch`` on this study asks,
         the same recorder writes (see ``_launch_tune.py``)."""
         from allocator.search._launch_tune import run_dir, run_tune, tune_search_alg
@@ -285,20 +286,17 @@ class _Search:
         self.tally.reset(study.trials())
         samples = self.s.trials - self.tally.done
         searcher = tune_search_alg(self.s, recorder=recorder, sampler=study.study.sampler,
-                                   storage=store.optuna_storage, controller=me.id)
+                                   storage=store.optuna_storage, controller=me.id, space=space)
         ticked = [0.0]
 
-        def finished(outcome: tuple[str, list[float] | None]) -> None:
-            status, values = outcome
-            self.tally.add(status, values)
-            self.last = f"trial {status}" + ("" if values is None else ": " + " ".join(
-                f"{o.name}={_short(v)}" for o, v in zip(self.objs, values, strict=True)))
-            self._report(0)
+        def finished(run: Finished, status: str, values: list[float] | None) -> None:
+            self._ended(run, status, values)
+            self._report(searcher.running)
 
         def tick() -> None:
             if time.monotonic() - ticked[0] >= _TICK_S:
                 ticked[0] = time.monotonic()
-                self._report(0)
+                self._report(searcher.running)
 
         loop_start = time.monotonic()
         if samples > 0:
@@ -339,6 +337,10 @@ class _Search:
                            run.number)
             self.last = f"trial {run.number} was taken over by another controller"
             return
+        self._ended(run, status, values)
+
+    def _ended(self, run: Finished, status: str, values: list[float] | None) -> None:
+        """Count a recorded trial; the progress line's last event."""
         self.tally.add(status, values)
         if values is not None:
             self.last = f"trial {run.number} complete: " + " ".join(

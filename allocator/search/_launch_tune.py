@@ -83,7 +83,9 @@ class _Hooks:
 
     recorder: Recorder | None = None
     numbers: dict[str, int] = field(default_factory=dict)  # Tune trial id -> Optuna number
-    on_finished: Callable[[tuple[str, list[float] | None]], None] | None = None
+    configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # by Optuna number
+    #: ``on_finished(run, status, values)`` after each trial is recorded (the controller's count)
+    on_finished: Callable[[Finished, str, list[float] | None], None] | None = None
 
 
 class NpasOptunaSearch(OptunaSearch):
@@ -100,6 +102,11 @@ class NpasOptunaSearch(OptunaSearch):
         )
         self._npas = _Hooks(recorder)
 
+    @property
+    def running(self) -> int:
+        """Trials started and not yet recorded as ended."""
+        return len(self._npas.numbers)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
         recorder = self._npas.recorder
@@ -109,6 +116,7 @@ class NpasOptunaSearch(OptunaSearch):
             if ERROR in config:
                 recorder.study.set_attrs(number, {"npas_failure_reason": config[ERROR]})
             else:
+                self._npas.configs[number] = config[CONFIG]
                 recorder.started(number, config[CONFIG])
         return config
 
@@ -135,21 +143,22 @@ class NpasOptunaSearch(OptunaSearch):
                               "error.txt in the run's folder)"}}
         else:  # stopped by the scheduler at a rung: its last epoch's values
             rung = int(result.get("epoch", 0))
+            recorder.epoch(number, rung, result)  # Tune does not pass a stopping result on
             out = {"result": {**{k: v for k, v in result.items() if k in _METRICS},
                               "status": "pruned", "epochs_run": rung}}
-        self.tally(recorder.finished(Finished(number, {}, out)))
-
-    def tally(self, outcome: tuple[str, list[float] | None]) -> None:
-        """Called with ``(status, values)`` of each recorded trial (the controller's tally)."""
+        run = Finished(number, self._npas.configs.pop(number, {}), out)
+        status, values = recorder.finished(run)
         if self._npas.on_finished is not None:
-            self._npas.on_finished(outcome)
+            self._npas.on_finished(run, status, values)
 
     def save(self, checkpoint_path: str) -> None:
-        npas = self.__dict__.pop("_npas")
+        """Tune's searcher checkpoint, without the recorder and the define-by-run space
+        (a resumed npas search rebuilds both; the study itself is in the store)."""
+        kept = {k: self.__dict__.pop(k) for k in ("_npas", "_space")}
         try:
             super().save(checkpoint_path)
         finally:
-            self._npas = npas
+            self.__dict__.update(kept)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -180,7 +189,8 @@ def define_by_run(space: Any, base: Mapping[str, Any], floor: Any,
 
 
 def tune_search_alg(settings: Any, *, recorder: Recorder | None = None, sampler: Any = None,
-                    storage: Any = None, controller: str | None = None) -> NpasOptunaSearch:
+                    storage: Any = None, controller: str | None = None,
+                    space: Any = None) -> NpasOptunaSearch:
     """An ``OptunaSearch`` over npas's space for ``settings`` (a ``SearchSettings``), on
     the study ``settings.study`` at ``storage``.
 
@@ -188,14 +198,18 @@ def tune_search_alg(settings: Any, *, recorder: Recorder | None = None, sampler:
         >>> from allocator.search import SearchSettings, tune_search_alg  # doctest: +SKIP
         >>> alg = tune_search_alg(SearchSettings("demo", storage="sqlite:///npas.db"))  # doctest: +SKIP
     """
+    from allocator.search._checks import fit_to_model
     from allocator.search._feasible import budget_floor
     from allocator.search._objectives import make_sampler, objectives
     from allocator.search._store import StudyStore
     from search_spaces import load_space
 
     objs = objectives(settings.objective)
-    space = load_space(settings.space)
     base = settings.base_config()
+    if space is None:
+        space = load_space(settings.space)
+        if settings.runner == DEFAULT_RUNNER:
+            space = fit_to_model(space, base)
     if storage is None:
         storage = StudyStore(settings.storage).optuna_storage
     if sampler is None:
@@ -252,15 +266,19 @@ def run_dir(storage_file: Any, artifacts: Any) -> str:
 class _Ticks(tune.Callback):
     """Calls ``tick()`` at every step of Tune's loop (the progress line)."""
 
-    def __init__(self, tick: Callable[[], None]) -> None:
+    def __init__(self, tick: Callable[[], None] | None) -> None:
         self.tick = tick
 
     def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        self.tick()
+        if self.tick is not None:
+            self.tick()
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its run config
+        return {"tick": None}
 
 
 def run_tune(settings: Any, *, searcher: NpasOptunaSearch, samples: int, objs: Sequence[Objective],
-             folder: str, on_finished: Callable[[tuple[str, list[float] | None]], None],
+             folder: str, on_finished: Callable[[Finished, str, list[float] | None], None],
              tick: Callable[[], None]) -> Any:
     """Run ``samples`` trials with ``tune.Tuner``; the ``ResultGrid``."""
     import re
