@@ -27,7 +27,14 @@ from allocator._errors import ConfigError, NPASError
 from trials.baselines import hashed, reduced_width
 from trials.config import TrialConfig
 from trials.metrics import count_parameters, inference_flops, parameter_breakdown
-from trials.train import Report, TrainOutcome, make_pretrain, train, trial_environment
+from trials.train import (
+    Checkpoint,
+    Report,
+    TrainOutcome,
+    make_pretrain,
+    train,
+    trial_environment,
+)
 
 __all__ = ["TrialResult", "prepare", "run"]
 
@@ -109,6 +116,8 @@ def run(
     *,
     report: Report | None = None,
     keep_model: bool = False,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrialResult:
     """Run one trial and return its :class:`TrialResult`.
 
@@ -117,7 +126,9 @@ def run(
     unknown model or dataset) are raised; anything else that goes wrong inside the
     trial (divergence, out of memory, an exception while training) makes the result
     ``failed`` with the reason. ``keep_model=True`` keeps the trained module in
-    ``result.model`` (for saving or exporting).
+    ``result.model`` (for saving or exporting). ``checkpoint`` and ``resume`` are
+    :func:`trials.train.train`'s: the run's state after each epoch, and a state to go on
+    from (a trial whose worker was lost resumes from its last epoch).
 
     Example:
         >>> result = run({"model": "mlp", "data": "mnist1d", "method": "ssn",
@@ -138,7 +149,8 @@ def run(
                 cfg.data, seed=cfg.seed, root=cfg.data_root, size=cfg.data_size
             )
             model, flops, info = _build(cfg, dataset)
-            outcome = train(model, dataset, cfg, report=report)
+            outcome = train(model, dataset, cfg, report=report, checkpoint=checkpoint,
+                            resume=resume)
         except NPASError:
             raise
         except Exception as exc:  # the trial fails, the search goes on

@@ -11,6 +11,7 @@ reason instead of raising; a ``report`` callback that returns ``True`` ends it a
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import resource
@@ -30,6 +31,7 @@ from allocator._errors import ConfigError
 from trials.config import TrialConfig
 
 __all__ = [
+    "Checkpoint",
     "Report",
     "TrainOutcome",
     "evaluate",
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: ``report(epoch, metrics)``; return ``True`` to stop the run (pruned).
 Report = Callable[[int, dict[str, float]], "bool | None"]
+#: ``checkpoint(epoch, state)``: the run's whole state after ``epoch`` (see :func:`train`),
+#: called just before ``report`` for the same epoch.
+Checkpoint = Callable[[int, dict[str, Any]], None]
 
 _EVAL_BATCH = 512
 
@@ -154,7 +159,13 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def train(
-    model: nn.Module, dataset: Any, config: TrialConfig, *, report: Report | None = None
+    model: nn.Module,
+    dataset: Any,
+    config: TrialConfig,
+    *,
+    report: Report | None = None,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on ``dataset.train`` as ``config`` says; evaluate every epoch.
 
@@ -165,6 +176,12 @@ def train(
     returning ``True`` stops the run as ``pruned``. The test split is evaluated at the
     end only when ``config.eval_test``. The model is moved to the config's device.
 
+    ``checkpoint(epoch, state)`` receives, after each epoch, everything the run needs to
+    go on from there (weights, optimiser, schedule, random states, history; tensors and
+    plain data, saveable with ``torch.save`` and loadable with ``weights_only=True``);
+    ``resume=state`` (on a model built the same way) continues from that epoch and ends
+    exactly as the uninterrupted run would.
+
     Example:
         >>> from trials.data import load_dataset
         >>> data = load_dataset("mnist1d", size=200)
@@ -174,7 +191,8 @@ def train(
         ('complete', 1)
     """
     with trial_environment(config) as device:
-        return _fit(model, dataset, config, device, report=report, validate=True)
+        return _fit(model, dataset, config, device, report=report, validate=True,
+                    checkpoint=checkpoint, resume=resume)
 
 
 def make_pretrain(dataset: Any, config: TrialConfig) -> Callable[[nn.Module], None]:
@@ -210,6 +228,8 @@ def _fit(
     *,
     report: Report | None,
     validate: bool,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     start = time.perf_counter()
     cuda = device.type == "cuda"
@@ -234,8 +254,12 @@ def _fit(
     steps, step_seconds, epoch = 0, 0.0, 0
     val: tuple[float, float] | None = None
     test: tuple[float, float] | None = None
+    first = 1
+    if resume is not None:
+        first, val = _restore(resume, model, optimizer, schedule, shuffle, history)
+        steps, step_seconds = int(resume["steps"]), float(resume["step_seconds"])
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(first, config.epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
             order = torch.randperm(n, generator=shuffle).to(device)
@@ -277,6 +301,9 @@ def _fit(
                 val = latest
                 metrics.update(val_accuracy=val[0], val_loss=val[1])
             history.append(metrics)
+            if checkpoint is not None:
+                checkpoint(epoch, _state(epoch, model, optimizer, schedule, shuffle, history,
+                                         steps, step_seconds))
             timed = {**metrics, "epoch_time": time.perf_counter() - epoch_start,
                      "trainable_params": trainable, "step_time_s": step_seconds / max(steps, 1)}
             if report is not None and report(epoch, timed) is True:
@@ -344,6 +371,39 @@ def evaluate(
 
 
 # --- pieces ---------------------------------------------------------------------------
+
+
+def _state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
+           shuffle: torch.Generator, history: list[dict[str, float]], steps: int,
+           step_seconds: float) -> dict[str, Any]:
+    """The run after ``epoch``, as tensors and plain data (a checkpoint)."""
+    return {
+        "epoch": epoch,
+        "model": {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                  for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "shuffle": shuffle.get_state(),
+        "rng": torch.get_rng_state(),
+        "history": [dict(h) for h in history],
+        "steps": steps,
+        "step_seconds": step_seconds,
+    }
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             schedule: Any, shuffle: torch.Generator,
+             history: list[dict[str, float]]) -> tuple[int, tuple[float, float] | None]:
+    """Load a checkpoint into the run; the epoch to go on from and the last evaluation."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    shuffle.set_state(state["shuffle"])
+    torch.set_rng_state(state["rng"])
+    history.extend(dict(h) for h in state["history"])
+    last = history[-1] if history else {}
+    val = (last["val_accuracy"], last["val_loss"]) if "val_accuracy" in last else None
+    return int(state["epoch"]) + 1, val
 
 
 def _steps_per_epoch(n: int, config: TrialConfig) -> int:

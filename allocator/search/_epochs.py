@@ -25,7 +25,7 @@ from allocator._errors import ConfigError
 from allocator.search._halving import ParetoHalving
 from allocator.search._objectives import Objective, objectives
 
-__all__ = ["EARLY_STOP", "EpochBoard", "make_rule", "report_hook"]
+__all__ = ["EARLY_STOP", "EpochBoard", "checkpoint_hook", "make_rule", "report_hook"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class EpochBoard:
         self.rule = make_rule(early_stop, epochs, objs)
         self.names = [o.name for o in judged_objectives(early_stop, objs)]
         self._epochs: list[Epoch] = []
+        self._checkpoints: dict[int, tuple[int, bytes]] = {}
 
     def report(self, number: int, epoch: int, metrics: Mapping[str, Any]) -> bool:
         """Record one epoch of trial ``number``; whether the trial stops here."""
@@ -89,6 +90,17 @@ class EpochBoard:
         if any(not isinstance(v, (int, float)) for v in values):
             return False
         return self.rule.report(number, int(epoch), [float(v) for v in values])  # type: ignore[arg-type]
+
+    def keep(self, number: int, epoch: int, data: bytes) -> None:
+        """The latest checkpoint of trial ``number`` (the state after ``epoch``)."""
+        self._checkpoints[number] = (int(epoch), data)
+
+    def checkpoint(self, number: int) -> tuple[int, bytes] | None:
+        """Trial ``number``'s latest checkpoint ``(epoch, state bytes)``, if any."""
+        return self._checkpoints.get(number)
+
+    def forget(self, number: int) -> None:
+        self._checkpoints.pop(number, None)
 
     def drain(self) -> list[Epoch]:
         """The epochs reported since the last call, oldest first."""
@@ -113,3 +125,19 @@ def report_hook(board: Any, number: int) -> Callable[[int, dict[str, float]], bo
             return False
 
     return report
+
+
+def checkpoint_hook(board: Any, number: int) -> Callable[[int, dict[str, Any]], None]:
+    """A trial's ``checkpoint(epoch, state)`` that keeps the state on ``board`` (a Ray actor
+    handle), waiting until it is there: the next epoch starts only once this one is safe."""
+    import ray
+
+    from allocator.search._worker import state_bytes
+
+    def checkpoint(epoch: int, state: dict[str, Any]) -> None:
+        try:
+            ray.get(board.keep.remote(number, epoch, state_bytes(state)))
+        except Exception as exc:  # the trial goes on; a retry would start from scratch
+            logger.debug("checkpoint of trial %d not kept: %s", number, exc)
+
+    return checkpoint

@@ -32,6 +32,7 @@ class _Run:
     config: dict[str, Any]
     keep: bool
     attempts: int = 1
+    resume: tuple[int, bytes] | None = None  # the checkpoint (epoch, state) it goes on from
 
 
 class PoolLauncher:
@@ -55,9 +56,14 @@ class PoolLauncher:
 
     def start(self, early_stop: str, *, epochs: int, objs: list[Objective]) -> None:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.pool.start()
-        self._board = ray.remote(EpochBoard).options(num_cpus=0).remote(early_stop, epochs, objs)
+        # on the controller's node: it outlives the loss of any worker node
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self._board = ray.remote(EpochBoard).options(
+            num_cpus=0, scheduling_strategy=here,
+        ).remote(early_stop, epochs, objs)
 
     def stop(self) -> None:
         import ray
@@ -84,20 +90,15 @@ class PoolLauncher:
         self._submit(_Run(number, self.pool.take(), config, keep))
 
     def _submit(self, run: _Run) -> None:
-        ref = run.worker.run.remote(run.config, run.keep, self._board, run.number)
+        resume = run.resume[1] if run.resume else None
+        ref = run.worker.run.remote(run.config, run.keep, self._board, run.number, resume)
         self._inflight[ref] = run
 
     def epochs(self) -> list[Epoch]:
         """Epochs reported since the last call (live learning curves)."""
-        import ray
 
-        if self._board is None:
-            return []
-        try:
-            return list(ray.get(self._board.drain.remote(), timeout=30))
-        except Exception as exc:  # the curves still arrive whole with each result
-            logger.debug("epochs not collected: %s", exc)
-            return []
+        # the curves arrive whole with each result where the board cannot answer
+        return list(self._call("drain") or []) if self._board is not None else []
 
     def wait(self, timeout_s: float) -> list[Finished]:
         """The trials that ended within ``timeout_s`` seconds (at least one, if any ends)."""
@@ -119,7 +120,9 @@ class PoolLauncher:
                 if run.attempts > 1:
                     lost = f"worker lost on each of {run.attempts} attempts; last: {lost[13:]}"
                 out = {"result": {"status": "failed", "failure_reason": lost}}
-            done.append(Finished(run.number, run.config, out, attempts=run.attempts))
+            done.append(Finished(run.number, run.config, out, attempts=run.attempts,
+                                 resumed_from=run.resume[0] if run.resume else None))
+            self._call("forget", run.number)
         return done
 
     def _retry(self, run: _Run, lost: str) -> bool:
@@ -130,8 +133,21 @@ class PoolLauncher:
         self.pool.replace(run.worker)
         if run.attempts > self.max_retries:
             return False
-        logger.warning("trial %d: %s; running it again (attempt %d of %d)", run.number,
-                       lost, run.attempts + 1, self.max_retries + 1)
-        self.note(f"trial {run.number} lost its worker; running it again")
-        self._submit(dataclasses.replace(run, worker=self.pool.take(), attempts=run.attempts + 1))
+        resume = self._call("checkpoint", run.number) or run.resume
+        again = "running it again" + (f" from epoch {resume[0] + 1}" if resume else "")
+        logger.warning("trial %d: %s; %s (attempt %d of %d)", run.number, lost, again,
+                       run.attempts + 1, self.max_retries + 1)
+        self.note(f"trial {run.number} lost its worker; {again}")
+        self._submit(dataclasses.replace(run, worker=self.pool.take(), attempts=run.attempts + 1,
+                                         resume=resume))
         return True
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """A call to the epoch board; ``None`` if it cannot answer."""
+        import ray
+
+        try:
+            return ray.get(getattr(self._board, method).remote(*args), timeout=60)
+        except Exception as exc:
+            logger.debug("epoch board %s failed: %s", method, exc)
+            return None

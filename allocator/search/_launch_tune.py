@@ -23,8 +23,10 @@ import json
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -36,7 +38,13 @@ from allocator.search._epochs import ETA, GRACE, make_rule
 from allocator.search._objectives import Objective
 from allocator.search._recorder import Finished, Recorder
 from allocator.search._sharing import ATTR_CONTROLLER
-from allocator.search._worker import DEFAULT_RUNNER, execute, resolve_runner
+from allocator.search._worker import (
+    DEFAULT_RUNNER,
+    execute,
+    resolve_runner,
+    state_bytes,
+    state_from,
+)
 
 __all__ = ["ParetoScheduler", "make_scheduler", "tune_search_alg", "tune_trainable"]
 
@@ -63,11 +71,19 @@ def tune_trainable(runner: str = DEFAULT_RUNNER) -> Callable[[dict[str, Any]], N
         if ERROR in config:
             out: dict[str, Any] = {"result": {"status": "failed", "failure_reason": config[ERROR]}}
         else:
+            resume, pending = _last_checkpoint(), {}
+
+            def checkpoint(epoch: int, state: dict[str, Any]) -> None:
+                pending["state"] = state_bytes(state)
+
             def report(epoch: int, metrics: dict[str, float]) -> bool:
-                tune.report({**metrics, "epoch": int(epoch)})
+                _report({**metrics, "epoch": int(epoch)}, pending.pop("state", None))
                 return False
 
-            out = execute(resolve_runner(runner), config[CONFIG], report=report)
+            out = execute(resolve_runner(runner), config[CONFIG], report=report,
+                          checkpoint=checkpoint, resume=resume)
+            if resume is not None:
+                out["resumed_from"] = int(state_from(resume)["epoch"])
         out.pop("model", None)
         result = out["result"]
         final = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not
@@ -86,6 +102,29 @@ class _Hooks:
     configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # by Optuna number
     #: ``on_finished(run, status, values)`` after each trial is recorded (the controller's count)
     on_finished: Callable[[Finished, str, list[float] | None], None] | None = None
+
+
+def _report(metrics: dict[str, Any], state: bytes | None) -> None:
+    """``tune.report`` of one epoch, with the run's state as Tune checkpoint if given."""
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / _STATE).write_bytes(state)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _last_checkpoint() -> bytes | None:
+    """The state this trial last reported, when Tune restarts it after a failure."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / _STATE
+        return path.read_bytes() if path.exists() else None
+
+
+_STATE = "npas-state.pt"
 
 
 class NpasOptunaSearch(OptunaSearch):
@@ -146,7 +185,8 @@ class NpasOptunaSearch(OptunaSearch):
             recorder.epoch(number, rung, result)  # Tune does not pass a stopping result on
             out = {"result": {**{k: v for k, v in result.items() if k in _METRICS},
                               "status": "pruned", "epochs_run": rung}}
-        run = Finished(number, self._npas.configs.pop(number, {}), out)
+        run = Finished(number, self._npas.configs.pop(number, {}), out,
+                       resumed_from=out.get("resumed_from"))
         status, values = recorder.finished(run)
         if self._npas.on_finished is not None:
             self._npas.on_finished(run, status, values)

@@ -25,7 +25,7 @@ from allocator.search._table import row_for
 
 __all__ = [
     "ATTR_ALLOCATION", "ATTR_ATTEMPTS", "ATTR_CONFIG", "ATTR_ENGINE", "ATTR_INTERRUPTED", "ATTR_REASON",
-    "ATTR_RESULT", "ATTR_RETRY_OF", "ATTR_RUNG", "ATTR_WORKER", "Finished", "Recorder",
+    "ATTR_RESULT", "ATTR_RESUMED", "ATTR_RETRY_OF", "ATTR_RUNG", "ATTR_WORKER", "Finished", "Recorder",
     "Tally", "allocation_line",
 ]
 
@@ -36,6 +36,7 @@ ATTR_WORKER = "npas_worker"  # pid and Unix start/end times of the run on its wo
 ATTR_ATTEMPTS = "npas_attempts"  # runs of the trial, when its worker died under it
 ATTR_ALLOCATION = "npas_allocation"  # an SSN's allocation as one line of text
 ATTR_RUNG = "npas_rung"  # the epoch at which early stopping stopped a pruned trial
+ATTR_RESUMED = "npas_resumed_from"  # the checkpoint's epoch a retried trial went on from
 _MAX_ATTR_CHARS = 60_000  # MySQL TEXT holds 64 KiB
 
 
@@ -51,6 +52,7 @@ class Finished:
     out: Mapping[str, Any]
     attempts: int = 1
     rung: int | None = None
+    resumed_from: int | None = None  # the epoch of the checkpoint its last attempt went on from
 
 
 @dataclass
@@ -160,6 +162,8 @@ class Recorder:
             attrs[ATTR_ALLOCATION] = summary
         if run.attempts > 1:
             attrs[ATTR_ATTEMPTS] = run.attempts
+        if run.resumed_from is not None:
+            attrs[ATTR_RESUMED] = run.resumed_from
         if status == "pruned":
             attrs[ATTR_RUNG] = run.rung if run.rung is not None else result.get("epochs_run")
         self.study.set_attrs(number, attrs, "record a finished trial")

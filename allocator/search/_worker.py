@@ -25,7 +25,8 @@ from typing import Any
 from allocator._errors import ConfigError, NPASError
 
 __all__ = [
-    "DEFAULT_RUNNER", "TrialWorker", "accepts_report", "execute", "model_bytes", "resolve_runner",
+    "DEFAULT_RUNNER", "TrialWorker", "accepts", "execute", "model_bytes", "resolve_runner",
+    "state_bytes", "state_from",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,31 +87,51 @@ def _node_id() -> str:
     return ""
 
 
-def accepts_report(fn: Callable[..., Any]) -> bool:
-    """Whether the trial function takes a ``report`` keyword (``trials.run`` does).
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether the trial function takes the keyword ``name`` (``trials.run`` takes
+    ``report``, ``checkpoint`` and ``resume``).
 
     Example:
-        >>> accepts_report(lambda config, *, keep_model=False, report=None: None)
+        >>> accepts(lambda config, *, keep_model=False, report=None: None, "report")
         True
     """
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return "report" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def state_bytes(state: Mapping[str, Any]) -> bytes:
+    """A training state (``trials.train``'s checkpoint) as bytes."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return buffer.getvalue()
+
+
+def state_from(data: bytes) -> dict[str, Any]:
+    """The training state :func:`state_bytes` wrote (tensors and plain data only)."""
+    import torch
+
+    return dict(torch.load(io.BytesIO(data), weights_only=True))
 
 
 def execute(
     fn: Callable[..., Any], config: Mapping[str, Any], *, keep_model: bool = False,
     report: Callable[[int, dict[str, float]], bool] | None = None,
+    checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+    resume: bytes | None = None,
 ) -> dict[str, Any]:
     """Run one trial; return its outcome as plain data. Never raises.
 
     The outcome holds ``result`` (the trial result as a dict; ``status`` ``failed`` with
     ``failure_reason`` when the trial raised), ``started_at``/``finished_at`` (Unix
     seconds), ``host``, ``node_id``, ``pid`` and ``model`` (the weights as bytes, or
-    ``None``). ``report(epoch, metrics)`` is passed on to a trial function that takes one
-    (see :func:`accepts_report`): live learning curves and early stopping.
+    ``None``). ``report(epoch, metrics)`` (live learning curves, early stopping),
+    ``checkpoint(epoch, state)`` and ``resume`` (a state from :func:`state_bytes`, to go on
+    from its epoch) are passed on to a trial function that takes them (see :func:`accepts`).
 
     Example:
         >>> out = execute(lambda c, keep_model: {"status": "complete", "x": c["x"]}, {"x": 1})
@@ -120,7 +141,9 @@ def execute(
     started = time.time()
     model: bytes | None = None
     try:
-        extra = {"report": report} if report is not None and accepts_report(fn) else {}
+        given = {"report": report, "checkpoint": checkpoint,
+                 "resume": state_from(resume) if resume is not None else None}
+        extra = {k: v for k, v in given.items() if v is not None and accepts(fn, k)}
         raw = fn(dict(config), keep_model=keep_model, **extra)
         result = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
         trained = getattr(raw, "model", None)
@@ -181,15 +204,17 @@ class TrialWorker:
         return {"host": socket.gethostname(), "node_id": _node_id(), "pid": os.getpid()}
 
     def run(self, config: Mapping[str, Any], keep_model: bool = False, board: Any = None,
-            number: int | None = None) -> dict[str, Any]:
-        """Run one trial; with ``board`` (an ``EpochBoard`` actor) its epochs are reported
-        there as trial ``number`` (live curves, early stopping)."""
-        report = None
+            number: int | None = None, resume: bytes | None = None) -> dict[str, Any]:
+        """Run one trial; with ``board`` (an ``EpochBoard`` actor) its epochs and
+        checkpoints go there as trial ``number`` (live curves, early stopping, resuming
+        on another worker); ``resume``: a checkpoint to go on from."""
+        report = checkpoint = None
         if board is not None and number is not None:
-            from allocator.search._epochs import report_hook
+            from allocator.search._epochs import checkpoint_hook, report_hook
 
-            report = report_hook(board, number)
-        return execute(self._fn, config, keep_model=keep_model, report=report)
+            report, checkpoint = report_hook(board, number), checkpoint_hook(board, number)
+        return execute(self._fn, config, keep_model=keep_model, report=report,
+                       checkpoint=checkpoint, resume=resume)
 
 
 def echo_trial(config: Mapping[str, Any], *, keep_model: bool = False) -> dict[str, Any]:
