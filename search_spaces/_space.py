@@ -10,7 +10,6 @@ suggested to Optuna and never appears in its config.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -164,7 +163,7 @@ class SearchSpace:
             if dim is None:
                 values[name] = self.fixed[name]
             elif late and isinstance(dim, FloatRange) and dim is budget and budget_floor:
-                values[name] = params[name] = _feasible(dim, budget_floor(values)).suggest(trial)
+                values[name] = params[name] = dim.raised_to(budget_floor(values)).suggest(trial)
             else:
                 values[name] = params[name] = dim.suggest(trial)
         return params
@@ -485,18 +484,3 @@ def _check_dimension(where: str, dim: Dimension) -> None:
             raise ConfigError(f"{where}: {dim.name}.{attr} {problem}")
 
 
-
-def _feasible(dim: FloatRange, floor: float | None) -> FloatRange:
-    """``dim`` raised to start at ``floor`` (on its step grid); ``ConfigError`` if the
-    floor lies above it."""
-    if floor is None or floor <= dim.low:
-        return dim
-    low = floor
-    if dim.step:
-        low = dim.low + math.ceil((floor - dim.low) / dim.step - 1e-9) * dim.step
-    if low > dim.high:
-        raise ConfigError(
-            f"{dim.name} must be at least {floor:.4g} for this configuration, above the "
-            f"range's top {dim.high:g}"
-        )
-    return FloatRange(dim.name, low, dim.high, log=dim.log, step=dim.step, when=dim.when)

@@ -11,7 +11,6 @@ reason instead of raising; a ``report`` callback that returns ``True`` ends it a
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import resource
@@ -28,6 +27,7 @@ from torch.nn.utils import parametrize
 
 from allocator import count_parameters
 from allocator._errors import ConfigError
+from trials._checkpoint import restore_state, training_state
 from trials.config import TrialConfig
 
 __all__ = [
@@ -256,7 +256,7 @@ def _fit(
     test: tuple[float, float] | None = None
     first = 1
     if resume is not None:
-        first, val = _restore(resume, model, optimizer, schedule, shuffle, history)
+        first, val = restore_state(resume, model, optimizer, schedule, shuffle, history)
         steps, step_seconds = int(resume["steps"]), float(resume["step_seconds"])
     try:
         for epoch in range(first, config.epochs + 1):
@@ -302,7 +302,7 @@ def _fit(
                 metrics.update(val_accuracy=val[0], val_loss=val[1])
             history.append(metrics)
             if checkpoint is not None:
-                checkpoint(epoch, _state(epoch, model, optimizer, schedule, shuffle, history,
+                checkpoint(epoch, training_state(epoch, model, optimizer, schedule, shuffle, history,
                                          steps, step_seconds))
             timed = {**metrics, "epoch_time": time.perf_counter() - epoch_start,
                      "trainable_params": trainable, "step_time_s": step_seconds / max(steps, 1)}
@@ -371,39 +371,6 @@ def evaluate(
 
 
 # --- pieces ---------------------------------------------------------------------------
-
-
-def _state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-           shuffle: torch.Generator, history: list[dict[str, float]], steps: int,
-           step_seconds: float) -> dict[str, Any]:
-    """The run after ``epoch``, as tensors and plain data (a checkpoint)."""
-    return {
-        "epoch": epoch,
-        "model": {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-                  for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "shuffle": shuffle.get_state(),
-        "rng": torch.get_rng_state(),
-        "history": [dict(h) for h in history],
-        "steps": steps,
-        "step_seconds": step_seconds,
-    }
-
-
-def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-             schedule: Any, shuffle: torch.Generator,
-             history: list[dict[str, float]]) -> tuple[int, tuple[float, float] | None]:
-    """Load a checkpoint into the run; the epoch to go on from and the last evaluation."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    shuffle.set_state(state["shuffle"])
-    torch.set_rng_state(state["rng"])
-    history.extend(dict(h) for h in state["history"])
-    last = history[-1] if history else {}
-    val = (last["val_accuracy"], last["val_loss"]) if "val_accuracy" in last else None
-    return int(state["epoch"]) + 1, val
 
 
 def _steps_per_epoch(n: int, config: TrialConfig) -> int:
