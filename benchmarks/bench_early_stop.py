@@ -149,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=18)
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--data-size", type=int, default=OPTIONS["data_size"])
+    parser.add_argument("--steps", type=int, default=OPTIONS["max_steps_per_epoch"],
+                        help="training steps per epoch at most")
     parser.add_argument("--out", default=str(HERE / "results" / "early_stop.json"))
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "img" / "early_stop.png"))
     args = parser.parse_args(argv)
+    OPTIONS.update(data_size=args.data_size, max_steps_per_epoch=args.steps)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     runs = []

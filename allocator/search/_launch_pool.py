@@ -122,7 +122,7 @@ class PoolLauncher:
                 out = {"result": {"status": "failed", "failure_reason": lost}}
             done.append(Finished(run.number, run.config, out, attempts=run.attempts,
                                  resumed_from=run.resume[0] if run.resume else None))
-            self._call("forget", run.number)
+            self._board.forget.remote(run.number)  # no need to wait for it
         return done
 
     def _retry(self, run: _Run, lost: str) -> bool:

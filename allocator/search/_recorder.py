@@ -19,12 +19,11 @@ from typing import Any
 
 from allocator.search._objectives import Objective, pareto_indices, values_of
 from allocator.search._optuna_study import OptunaStudy
-from allocator.search._recovery import ATTR_ENGINE
 from allocator.search._store import StudyStore
 from allocator.search._table import row_for
 
 __all__ = [
-    "ATTR_ALLOCATION", "ATTR_ATTEMPTS", "ATTR_CONFIG", "ATTR_ENGINE", "ATTR_INTERRUPTED", "ATTR_REASON",
+    "ATTR_ALLOCATION", "ATTR_ATTEMPTS", "ATTR_CONFIG", "ATTR_INTERRUPTED", "ATTR_REASON",
     "ATTR_RESULT", "ATTR_RESUMED", "ATTR_RETRY_OF", "ATTR_RUNG", "ATTR_WORKER", "Finished", "Recorder",
     "Tally", "allocation_line",
 ]
@@ -125,7 +124,7 @@ class Recorder:
         self._write(number, "failed", "record a trial", failure_reason=reason, retry_of=retry_of)
 
     def started(self, number: int, config: Mapping[str, Any], retry_of: int | None = None) -> None:
-        self.study.set_attrs(number, {ATTR_ENGINE: self.engine, ATTR_CONFIG: dict(config)})
+        self.study.set_attrs(number, {ATTR_CONFIG: dict(config)})
         self._write(number, "running", "record a trial", config=config, retry_of=retry_of,
                     started_at=dt.datetime.now(dt.timezone.utc))
 

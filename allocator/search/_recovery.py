@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_REASON, ATTR_CONFIG = "npas_failure_reason", "npas_config"
-ATTR_ENGINE = "npas_engine"  # pool or tune: the engine that ran the trial
 
 
 def trial_id(store: StudyStore, study: str, number: int) -> int:
@@ -84,6 +83,7 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
     """Rewrite ``running`` rows whose Optuna trial did finish (the controller was killed
     between telling Optuna and writing the row) from what the trial carries."""
     finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    engine = _engine(study)
     repaired = []
     for row in store.results(study.study_name, state="running"):
         trial = finished.get(row["trial_number"])
@@ -103,11 +103,17 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
                 host=trial.user_attrs.get("npas_host"), node_id=trial.user_attrs.get("npas_node_id"),
                 worker_pid=run.get("pid"), failure_reason=trial.user_attrs.get(ATTR_REASON),
                 controller=trial.user_attrs.get(ATTR_CONTROLLER),
-                engine=trial.user_attrs.get(ATTR_ENGINE), rung=trial.user_attrs.get("npas_rung"),
+                engine=engine, rung=trial.user_attrs.get("npas_rung"),
             )
         )
         repaired.append(trial.number)
     return repaired
+
+
+def _engine(study: optuna.Study) -> str | None:
+    """The engine the study's search runs on (its recorded settings)."""
+    record = study.user_attrs.get("npas_settings")
+    return str(record.get("engine", "pool")) if isinstance(record, dict) else None
 
 
 def _utc(seconds: float | None) -> dt.datetime | None:
@@ -148,7 +154,7 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
             trial_number=number,
             trial_id=tid,
             state="failed",
-            engine=frozen.user_attrs.get(ATTR_ENGINE),
+            engine=_engine(study),
             failure_reason=f"interrupted: {reason}" + ("; queued again" if retry else ""),
             finished_at=dt.datetime.now(dt.timezone.utc),
         )
