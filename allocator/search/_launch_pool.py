@@ -56,14 +56,9 @@ class PoolLauncher:
 
     def start(self, early_stop: str, *, epochs: int, objs: list[Objective]) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         self.pool.start()
-        # on the controller's node: it outlives the loss of any worker node
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        self._board = ray.remote(EpochBoard).options(
-            num_cpus=0, scheduling_strategy=here,
-        ).remote(early_stop, epochs, objs)
+        self._board = ray.remote(EpochBoard).options(num_cpus=0, **_on_head()).remote(
+            early_stop, epochs, objs)
 
     def stop(self) -> None:
         import ray
@@ -151,3 +146,21 @@ class PoolLauncher:
         except Exception as exc:
             logger.debug("epoch board %s failed: %s", method, exc)
             return None
+
+
+_HEAD = "node:__internal_head__"  # the resource Ray gives the head node
+
+
+def _on_head() -> dict[str, Any]:
+    """Actor options that place it on the cluster's head node (which the cluster cannot
+    lose and stay up), else on the controller's own node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        if any(n.get("Alive") and _HEAD in n.get("Resources", {}) for n in ray.nodes()):
+            return {"resources": {_HEAD: 0.001}}
+    except Exception as exc:  # Ray Client: no node table
+        logger.debug("no node table: %s", exc)
+    here = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=True)}

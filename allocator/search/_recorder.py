@@ -109,7 +109,7 @@ class Recorder:
         #: ``keep(number, model_bytes, values) -> None`` keeps a trial's weights, if set.
         self.keep = keep
         self.db = study.call
-        self._epochs: dict[int, int] = {}  # last epoch recorded live, per trial
+        self._epochs: dict[int, set[int]] = {}  # epochs recorded so far, per trial
 
     def _write(self, number: int, state: str, what: str, **fields: Any) -> None:
         row = row_for(study=self.study.name, trial_number=number,
@@ -131,10 +131,11 @@ class Recorder:
     def epoch(self, number: int, epoch: int, metrics: Mapping[str, Any]) -> None:
         """One epoch of a running trial: its validation accuracy as intermediate value."""
         value = metrics.get("val_accuracy")
-        if value is None or not math.isfinite(float(value)) or self._epochs.get(number, 0) >= epoch:
+        seen = self._epochs.setdefault(number, set())
+        if value is None or not math.isfinite(float(value)) or int(epoch) in seen:
             return
         self.study.intermediate(number, int(epoch), float(value))
-        self._epochs[number] = int(epoch)
+        seen.add(int(epoch))
 
     def finished(self, run: Finished) -> tuple[str, list[float] | None]:
         """Tell Optuna how the run ended and write its row: the status and values."""
@@ -198,7 +199,7 @@ class Recorder:
         there is its documented "worse than every complete trial", which a stopped trial
         is. Plots skip the NaN: the curve ends at the rung."""
         last = config.get("epochs")
-        if isinstance(last, int) and last > self._epochs.get(number, 0):
+        if isinstance(last, int) and last > max(self._epochs.get(number) or {0}):
             self.study.intermediate(number, last, math.nan)
 
 

@@ -115,7 +115,8 @@ def state_from(data: bytes) -> dict[str, Any]:
     """The training state :func:`state_bytes` wrote (tensors and plain data only)."""
     import torch
 
-    return dict(torch.load(io.BytesIO(data), weights_only=True))
+    buffer = io.BytesIO(data)
+    return dict(torch.load(buffer, weights_only=True))
 
 
 def execute(
