@@ -136,7 +136,8 @@ def _summary(name: str, k: int, n: int, loop_s: float, spans: list[tuple[Any, fl
 
 
 def run_ray(
-    k: int, n: int, tmp: Path, runner: str, options: dict[str, Any], epochs: int = 1
+    k: int, n: int, tmp: Path, runner: str, options: dict[str, Any], epochs: int = 1,
+    engine: str = "pool",
 ) -> dict[str, Any]:
     from allocator.search import SearchSettings, StudyStore, run_search
 
@@ -145,7 +146,7 @@ def run_ray(
     url = f"sqlite:///{tmp / f'ray-{k}-{tag}.db'}"
     settings = SearchSettings(
         study=f"bench-ray-{k}", space=SPACE, trials=n, concurrency=k, epochs=epochs, seed=0,
-        storage=url, runner=runner, trial_options=options,
+        storage=url, runner=runner, trial_options=options, **({"engine": engine} if engine != "pool" else {}),
     )
     summary = run_search(settings)
     with StudyStore(url, must_exist=True) as store:
@@ -155,9 +156,32 @@ def run_ray(
     spans = [(r["worker_pid"], r["started_at"].replace(tzinfo=utc).timestamp(),
               r["finished_at"].replace(tzinfo=utc).timestamp()) for r in rows]
     failed = sum(r["state"] != "complete" for r in rows)
-    return _summary("npas on Ray", k, n, summary.loop_s, spans,
+    name = "npas on Ray" if engine == "pool" else f"npas on Ray, engine {engine}"
+    return _summary(name, k, n, summary.loop_s, spans,
                     {"startup_s": round(summary.elapsed_s - summary.loop_s, 3),
                      "failed_trials": failed})
+
+
+def run_checkout(checkout: str, k: int, n: int, tmp: Path) -> dict[str, Any]:
+    """``run_ray`` (the pool, the fixed trial) of another checkout of npas (e.g. the main
+    branch before a change), in a process of its own, right after this one's."""
+    import subprocess
+
+    code = (
+        "import json, os, sys; from pathlib import Path; import ray, optuna; "
+        "optuna.logging.set_verbosity(optuna.logging.WARNING); "
+        "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=40); "
+        "import bench_controller as b; "
+        f"out = b.run_ray({k}, {n}, Path({str(tmp)!r}), 'bench_controller:fixed_trial', {{}}); "
+        "ray.shutdown(); print(json.dumps(out))"
+    )
+    root = Path(checkout).resolve()
+    env = {**os.environ, "PYTHONPATH": f"{root}:{root / 'benchmarks'}"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True, cwd=root)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["driver"] = f"npas on Ray at {root.name} (before)"
+    return dict(out)
 
 
 def run_optuna(k: int, n: int, tmp: Path) -> dict[str, Any]:
@@ -222,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each measurement; the least disturbed (fastest) is kept, "
                              "all are listed (default 2; the machine may be shared)")
+    parser.add_argument("--engines", default="pool,tune",
+                        help="npas engines to measure side by side (default pool,tune)")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also measure the pool of another npas checkout (e.g. /work/main), "
+                             "interleaved with this one's: a regression check")
     parser.add_argument("--out", default=str(HERE / "results" / "controller.json"))
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -247,9 +276,16 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(tmp_name)
             for r in range(args.repeat):
                 if args.trial in ("fixed", "both"):
-                    measure("fixed", lambda k: run_ray(
-                        k, args.trials, tmp / f"r{next(counter)}", "bench_controller:fixed_trial",
-                        {}), r)
+                    for engine in args.engines.split(","):
+                        measure("fixed", lambda k, e=engine: run_ray(
+                            k, args.trials, tmp / f"r{next(counter)}",
+                            "bench_controller:fixed_trial", {}, engine=e), r)
+                    if args.baseline:
+                        ray.shutdown()  # the other checkout starts its own local Ray
+                        measure("fixed", lambda k: run_checkout(
+                            args.baseline, k, args.trials, tmp / f"b{next(counter)}"), r)
+                        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                                 logging_level=40)
                     measure("fixed", lambda k: run_optuna(
                         k, args.trials, tmp / f"o{next(counter)}"), r)
                     measure("fixed", lambda k: run_bare(k, args.trials), r)
@@ -261,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
 
     verdicts: dict[str, Any] = {}
+    drivers = list(dict.fromkeys(p["driver"] for p in pairs))
     for trial in ("fixed", "train"):
-        for driver in ("npas on Ray", "Optuna alone (in-process)", "bare processes (no search)"):
+        for driver in drivers:
             mine = [p for p in pairs if p["trial"] == trial and p["driver"] == driver]
             if not mine:
                 continue

@@ -223,6 +223,26 @@ class FloatRange:
     def suggest(self, trial: optuna.Trial) -> Any:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
+    def raised_to(self, floor: float | None) -> FloatRange:
+        """This range from ``floor`` up (on its step grid; itself if the floor is below
+        it); ``ConfigError`` if the floor lies above it.
+
+        Example:
+            >>> FloatRange("budget", 0.01, 1.0, log=True).raised_to(0.2).low
+            0.2
+        """
+        if floor is None or floor <= self.low:
+            return self
+        low = floor
+        if self.step:
+            low = self.low + math.ceil((floor - self.low) / self.step - 1e-9) * self.step
+        if low > self.high:
+            raise ConfigError(
+                f"{self.name} must be at least {floor:.4g} for this configuration, above the "
+                f"range's top {self.high:g}"
+            )
+        return FloatRange(self.name, low, self.high, log=self.log, step=self.step, when=self.when)
+
     def grid_values(self) -> list[Any]:
         if self.step is None:
             raise ConfigError(

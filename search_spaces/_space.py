@@ -10,7 +10,7 @@ suggested to Optuna and never appears in its config.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,9 @@ from search_spaces._vocab import FIELDS, FIXED_ONLY, RULE_DEFAULTS, RULES, check
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
+
+#: ``floor(values) -> least budget (or None)`` of the structural choices in ``values``.
+BudgetFloor = Callable[[Mapping[str, Any]], "float | None"]
 
 __all__ = ["SearchSpace"]
 
@@ -127,19 +130,60 @@ class SearchSpace:
         """
         return {d.name: d.distribution() for d in self.dims}
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Ask an Optuna trial for every dimension that applies; return the params."""
+    def suggest(
+        self, trial: optuna.Trial, *, budget_floor: BudgetFloor | None = None
+    ) -> dict[str, Any]:
+        """Ask an Optuna trial for every dimension that applies; return the params.
+
+        With ``budget_floor`` (``floor(values) -> least budget or None``) the structural
+        choices are asked first and the budget last, within ``[max(low, floor), high]``:
+        no trial gets a budget its configuration cannot be built with. ``ConfigError``
+        if the floor is above the range (:meth:`structures` lets a search check that
+        before it starts).
+
+        Example:
+            >>> from search_spaces import Choice, FloatRange, SearchSpace
+            >>> import optuna
+            >>> space = SearchSpace("s", [FloatRange("budget", 0.01, 1.0),
+            ...                           Choice("upsample", ["mask"])], {"method": "ssn"})
+            >>> trial = optuna.create_study().ask()
+            >>> space.suggest(trial, budget_floor=lambda values: 0.5)["budget"] >= 0.5
+            True
+        """
         values = self._defaults()
         params: dict[str, Any] = {}
-        for name in self._order:
+        order = self._order
+        budget = self._dims_by_name.get("budget")
+        late = budget_floor is not None and isinstance(budget, FloatRange) and not any(
+            "budget" in conds for conds in self._conditions.values()
+        )
+        if late:
+            order = (*[n for n in order if n != "budget"], "budget")
+        for name in order:
             if not self._active(name, values):
                 continue
             dim = self._dims_by_name.get(name)
             if dim is None:
                 values[name] = self.fixed[name]
+            elif late and isinstance(dim, FloatRange) and dim is budget and budget_floor:
+                values[name] = params[name] = dim.raised_to(budget_floor(values)).suggest(trial)
             else:
                 values[name] = params[name] = dim.suggest(trial)
         return params
+
+    def structures(self) -> Iterator[dict[str, Any]]:
+        """Every combination of the values that apply, budget left out (fixed values
+        included): what :meth:`suggest` hands a budget floor.
+
+        Example:
+            >>> from search_spaces import Choice, FloatRange, SearchSpace
+            >>> space = SearchSpace("s", [FloatRange("budget", 0.1, 1.0),
+            ...                           Choice("upsample", ["mask", "inter"])], {"method": "ssn"})
+            >>> [v["upsample"] for v in space.structures()]
+            ['mask', 'inter']
+        """
+        for _params, values in self._walk(0, self._defaults(), {}, skip="budget", both=True):
+            yield values
 
     def to_config(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The trial-config fields that ``params`` (Optuna's trial params) stand for.
@@ -385,28 +429,38 @@ class SearchSpace:
         values: dict[str, Any],
         params: dict[str, Any],
         first_only: bool = False,
-    ) -> Iterator[dict[str, Any]]:
+        *,
+        skip: str | None = None,
+        both: bool = False,
+    ) -> Iterator[Any]:
+        """Params of every grid point (with ``both``: ``(params, values)``; with
+        ``skip``: that dimension left out)."""
         order = self._order
         while index < len(order) and (
-            not self._active(order[index], values) or order[index] not in self._dims_by_name
+            not self._active(order[index], values)
+            or order[index] not in self._dims_by_name
+            or order[index] == skip
         ):
             name = order[index]
-            if self._active(name, values):
+            if self._active(name, values) and name in self.fixed:
                 values = {**values, name: self.fixed[name]}
             index += 1
         if index == len(order):
-            yield dict(params)
+            yield (dict(params), dict(values)) if both else dict(params)
             return
         name = order[index]
         dim = self._dims_by_name[name]
         if first_only:
             choices: list[Any] = [dim.values[0] if isinstance(dim, Choice) else dim.low]
         else:
-            choices = dim.grid_values()
+            # a float range without step (not the budget) stands for its low end here
+            if both and isinstance(dim, FloatRange) and not dim.step:
+                choices = [dim.low]
+            else:
+                choices = dim.grid_values()
         for value in choices:
-            yield from self._walk(
-                index + 1, {**values, name: value}, {**params, name: value}, first_only
-            )
+            yield from self._walk(index + 1, {**values, name: value}, {**params, name: value},
+                                  first_only, skip=skip, both=both)
 
 
 def _check_dimension(where: str, dim: Dimension) -> None:
@@ -436,4 +490,5 @@ def _check_dimension(where: str, dim: Dimension) -> None:
         problem = check_value(spec, getattr(dim, attr))
         if problem:
             raise ConfigError(f"{where}: {dim.name}.{attr} {problem}")
+
 

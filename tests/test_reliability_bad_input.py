@@ -208,6 +208,8 @@ SPACE_FILES = {
     "budget-0.yaml": "fixed: {budget: 0}\ndims:\n  mapping: [single, type]\n",
     "groups-0.yaml": "dims:\n  groups: {low: 0, high: 3}\n",
     "mapping-only.yaml": "dims:\n  mapping: [single, roundrobin]\n",
+    "infeasible.yaml": "fixed: {method: ssn, upsample: mask}\n"
+                       "dims:\n  budget: {low: 0.0001, high: 0.001}\n  mapping: [single, roundrobin]\n",
 }
 
 
@@ -292,6 +294,21 @@ CLI_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("unknown mapping 'hash'", "single, type, roundrobin")),
     ("train-unknown-method", [*TRAIN, "--method", "prune"],
      ("method must be one of full, ssn, reduced_width, hashed; got 'prune'",)),
+    ("search-unknown-early-stop", [*SEARCH, "--early-stop", "hyperband"],
+     ("argument --early-stop: invalid choice: 'hyperband'", "pareto", "asha")),
+    ("search-early-stop-without-a-rung", [*SEARCH, "--early-stop", "pareto", "--epochs", "1"],
+     ("early stopping needs more epochs than its first rung (1)", "--epochs 2")),
+    ("search-budget-range-infeasible", [*SEARCH, *_space("infeasible.yaml")],
+     ("space 'infeasible'", "budget at most 0.001 is infeasible for mapping=single",
+      "raise budget.high")),
+    ("search-unknown-engine", [*SEARCH, "--engine", "spark"],
+     ("argument --engine: invalid choice: 'spark'", "pool", "tune")),
+    ("search-log-mlflow-not-installed", [*SEARCH, "--engine", "tune", "--log", "mlflow"],
+     ("--log mlflow needs the mlflow package, which is not installed", "pip install mlflow")),
+    ("search-log-on-the-pool", [*SEARCH, "--log", "tensorboard"],
+     ("--log tensorboard is a Ray Tune logger", "--engine tune")),
+    ("search-tune-keeping-models", [*SEARCH, "--engine", "tune", "--keep-models", "all"],
+     ("--keep-models keeps weights on the pool engine only",)),
     ("search-unknown-sampler", [*SEARCH, "--sampler", "cmaes"],
      ("argument --sampler: invalid choice: 'cmaes'", "tpe", "nsga2")),
     ("search-unknown-space", [*SEARCH, "--space", "huge"],

@@ -1,8 +1,8 @@
 """A Ray node lost mid-search, with real processes: a two-node cluster (token auth, on
 loopback) started by the test; once a trial runs on the second node, every process of
 that node (its raylet, agents and workers) is SIGKILLed. The trial it ran is retried on
-the surviving node (same Optuna trial); the search finishes with every trial recorded
-and nothing left running."""
+the surviving node (same Optuna trial) from its last epoch's checkpoint; the search
+finishes with every trial recorded and nothing left running."""
 
 from __future__ import annotations
 
@@ -105,6 +105,15 @@ def _trial_pids(pids: list[int]) -> list[int]:
     return out
 
 
+def _epochs_of_running(url: str) -> list[int]:
+    """Epochs recorded so far (live learning curves) of each running trial of the study."""
+    with StudyStore(url) as store:
+        if "node-lost" not in store.study_names():
+            return []
+        trials = store.load_study("node-lost").get_trials(deepcopy=False)
+    return [len(t.intermediate_values) for t in trials if t.state.name == "RUNNING"]
+
+
 def _trial_workers_left(marker: str) -> list[int]:
     """Processes of the cluster (under ``marker``) that still hold a trial actor."""
     out = []
@@ -137,7 +146,10 @@ def test_a_node_lost_mid_search_moves_its_trial_to_the_surviving_node(breakable_
             assert proc.poll() is None, "the search ended before a trial ran on the second node"
             assert time.monotonic() < deadline, "no trial started on the second node within 120 s"
             time.sleep(0.05)
-        time.sleep(0.5)  # mid-trial, not at its first line
+        while min(_epochs_of_running(url), default=0) < 2:  # every running trial is 2 epochs in
+            assert proc.poll() is None, "the search ended before its trials ran 2 epochs"
+            assert time.monotonic() < deadline + 120, "trials did not run 2 epochs within 240 s"
+            time.sleep(0.2)
         node_pids = cluster.kill_worker_node()
         out, err = proc.communicate(timeout=180)
     finally:
@@ -161,6 +173,12 @@ def test_a_node_lost_mid_search_moves_its_trial_to_the_surviving_node(breakable_
     assert len(retried) == 1, err[-3000:]  # the trial that ran on the lost node
     (n,) = retried
     assert trials[n].user_attrs["npas_attempts"] == 2
+    # it went on from its last checkpoint (the board kept it on the controller's node), not
+    # from scratch: its first epochs did not run again, and the result is whole
+    resumed = trials[n].user_attrs.get("npas_resumed_from", -1)
+    assert resumed >= 0, err[-3000:]
+    assert 2 <= resumed < 30 and f"running it again from epoch {resumed + 1}" in err
+    assert rows[n]["epochs_run"] == 30 and sorted(trials[n].intermediate_values) == list(range(1, 31))
     # Ray says the actor died with its node, or was unavailable (before the node was
     # declared dead): either way the same trial runs again
     assert f"trial {n}: worker lost" in err

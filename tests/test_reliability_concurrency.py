@@ -52,36 +52,37 @@ with me.lease():
 """
 
 # One of several controllers racing for the study's trials, through the search's own
-# launch step (`_Search._reserve`); each trial is told complete after a short while.
+# launch step (`Launches.next`); each trial is told complete after a short while.
 RACER = """
 import random, sys, time, optuna
-from allocator.search import SearchSettings, StudyStore
-from allocator.search._controller import _Search
-from allocator.search._objectives import objectives
+from allocator.search import StudyStore
+from allocator.search._launches import Launches
+from allocator.search._optuna_study import OptunaStudy
+from allocator.search._recorder import Tally
 from allocator.search._retry import DatabaseRetry
 from allocator.search._sharing import Controller
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 url, target = sys.argv[1], int(sys.argv[2])
 store = StudyStore(url)
-search = _Search(SearchSettings("s", trials=target, storage=url), resume=True, on_progress=None)
-search.db = DatabaseRetry(60, store.masked_url)
-search.me = Controller(store.engine, "s", call=search.db.call)
-search.me.register()
-search.objs = objectives()
-study = store.load_study("s")
+db = DatabaseRetry(60, store.masked_url)
+me = Controller(store.engine, "s", call=db.call)
+me.register()
+study = OptunaStudy.load(store.optuna_storage, "s", None, db=db)
+launches = Launches(study, store, me, trials=target)
+tally = Tally(["maximize", "minimize"])
 mine = 0
 while True:
-    trial = search._reserve(store, study)
+    trial = launches.next(tally)
     if trial is None:
-        if not search.others_running:
+        if not launches.others_running:
             break
         time.sleep(0.05)
         continue
     trial.suggest_float("budget", 0.1, 1.0)
     time.sleep(random.uniform(0.0, 0.05))
-    study.tell(trial, [random.random(), 10.0])
+    study.study.tell(trial, [random.random(), 10.0])
     mine += 1
-search.me.stop()
+me.stop()
 print(mine, flush=True)
 """
 

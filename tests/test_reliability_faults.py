@@ -39,16 +39,20 @@ def _both_tables(url: str, study: str) -> tuple[dict[int, optuna.trial.FrozenTri
 
 
 @pytest.mark.slow
-def test_diverging_and_out_of_memory_trials_are_failed_with_reasons_and_the_search_goes_on(tmp_path):
+@pytest.mark.parametrize("engine", ["pool", "tune"])
+def test_diverging_and_out_of_memory_trials_are_failed_with_reasons_and_the_search_goes_on(
+    tmp_path, engine
+):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{tmp_path / 'npas.db'}"
     summary = run_search(SearchSettings(
         study="faults", model="cnn1d", data="mnist1d", space=FAULTY_SPACE, sampler="grid",
-        trials=4, concurrency=2, epochs=1, storage=url, trial_options=TINY,
+        trials=4, concurrency=2, epochs=1, storage=url, trial_options=TINY, engine=engine,
     ))
     assert (summary.complete, summary.failed) == (1, 3)
     trials, rows = _both_tables(url, "faults")
     assert sorted(trials) == sorted(rows) == [0, 1, 2, 3]
+    assert {r["engine"] for r in rows.values()} == {engine}
     by_kind = {(t.params["method"], t.params["lr"]): n for n, t in trials.items()}
     ok = by_kind[("full", 0.05)]
     assert trials[ok].state.name == "COMPLETE" and rows[ok]["state"] == "complete"

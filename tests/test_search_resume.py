@@ -39,7 +39,8 @@ def _states(db: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_loses_no_completed_trial_and_duplicates_none(tmp_path):
+@pytest.mark.parametrize("engine", ["pool", "tune"])
+def test_resume_after_sigkill_loses_no_completed_trial_and_duplicates_none(tmp_path, engine):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = tmp_path / "npas.db"
     url = f"sqlite:///{db}"
@@ -50,7 +51,7 @@ def test_resume_after_sigkill_loses_no_completed_trial_and_duplicates_none(tmp_p
     command = [
         NPAS, "search", "--study", "r", "--model", "cnn1d", "--data", "mnist1d",
         "--storage", url, "--space", str(space), "--trials", "6", "--concurrency", "2",
-        "--epochs", "1", "--data-size", "1500", "--max-steps-per-epoch", "25",
+        "--epochs", "1", "--data-size", "1500", "--max-steps-per-epoch", "25", "--engine", engine,
     ]
     try:
         with open(tmp_path / "first.err", "w") as err:
@@ -117,6 +118,7 @@ def test_resume_after_sigkill_loses_no_completed_trial_and_duplicates_none(tmp_p
         assert set(by_number) - set(rows) <= set(running_before)  # asked, never handed out
         assert not [t for t in after if not t.state.is_finished()]
         assert {r["state"] for r in rows.values()} <= {"complete", "failed"}
+        assert {r["engine"] for r in rows.values() if r["state"] == "complete"} == {engine}
     finally:
         kill_processes_under(str(ray_tmp))
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -27,7 +27,14 @@ from allocator._errors import ConfigError, NPASError
 from trials import methods
 from trials.config import TrialConfig
 from trials.metrics import count_parameters, inference_flops, parameter_breakdown
-from trials.train import Report, TrainOutcome, make_pretrain, train, trial_environment
+from trials.train import (
+    Checkpoint,
+    Report,
+    TrainOutcome,
+    make_pretrain,
+    train,
+    trial_environment,
+)
 from trials.user import ModelSource, call_trial, model_source
 from trials.user_data import load_data
 
@@ -115,6 +122,8 @@ def run(
     *,
     report: Report | None = None,
     keep_model: bool = False,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrialResult:
     """Run one trial and return its :class:`TrialResult`.
 
@@ -123,7 +132,9 @@ def run(
     unknown model or dataset) are raised; anything else that goes wrong inside the
     trial (divergence, out of memory, an exception while training) makes the result
     ``failed`` with the reason. ``keep_model=True`` keeps the trained module in
-    ``result.model`` (for saving or exporting).
+    ``result.model`` (for saving or exporting). ``checkpoint`` and ``resume`` are
+    :func:`trials.train.train`'s: the run's state after each epoch, and a state to go on
+    from (a trial whose worker was lost resumes from its last epoch).
 
     Example:
         >>> result = run({"model": "mlp", "data": "mnist1d", "method": "ssn",
@@ -142,9 +153,10 @@ def run(
             dataset = load_data(cfg.to_dict())
             model, flops, info = _build(cfg, dataset)
             if cfg.trial is not None:
-                outcome, metrics = _user_trial(cfg, model, dataset, report)
+                outcome, metrics = _user_trial(cfg, model, dataset, report, checkpoint, resume)
             else:
-                outcome = train(model, dataset, cfg, report=report)
+                outcome = train(model, dataset, cfg, report=report, checkpoint=checkpoint,
+                                resume=resume)
         except NPASError:
             raise
         except Exception as exc:  # the trial fails, the search goes on
@@ -226,17 +238,25 @@ def _build(cfg: TrialConfig, dataset: Any) -> tuple[nn.Module, int | None, dict[
 
 
 def _user_trial(
-    cfg: TrialConfig, model: nn.Module, dataset: Any, report: Report | None
+    cfg: TrialConfig, model: nn.Module, dataset: Any, report: Report | None,
+    checkpoint: Checkpoint | None = None, resume: Any = None,
 ) -> tuple[TrainOutcome, dict[str, float]]:
     """Train with the user's trial function; its metrics fill the outcome's accuracy and
     loss fields when it returns them under npas's names."""
     start = time.perf_counter()
+    if report is not None:  # early stopping weighs each epoch against trained parameters too
+        search_report, trainable = report, count_parameters(model)
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool | None:
+            return search_report(epoch, {"trainable_params": trainable, **metrics})
+
     with trial_environment(cfg) as device:
         model.to(device)
         config = {**cfg.to_dict(), **(cfg.hp or {}), "device": device.type}
         assert cfg.trial is not None
         status, metrics, history, reason = call_trial(
-            cfg.trial, model, config, data=dataset, report=report
+            cfg.trial, model, config, data=dataset, report=report,
+            checkpoint=checkpoint, resume=resume,
         )
     outcome = TrainOutcome(
         status="failed" if reason else status,

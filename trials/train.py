@@ -25,10 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from allocator import count_parameters
 from allocator._errors import ConfigError
+from trials._checkpoint import restore_state, training_state
 from trials.config import TrialConfig
 
 __all__ = [
+    "Checkpoint",
     "Report",
     "TrainOutcome",
     "evaluate",
@@ -43,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: ``report(epoch, metrics)``; return ``True`` to stop the run (pruned).
 Report = Callable[[int, dict[str, float]], "bool | None"]
+#: ``checkpoint(epoch, state)``: the run's whole state after ``epoch`` (see :func:`train`),
+#: called just before ``report`` for the same epoch.
+Checkpoint = Callable[[int, dict[str, Any]], None]
 
 _EVAL_BATCH = 512
 
@@ -153,14 +159,28 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def train(
-    model: nn.Module, dataset: Any, config: TrialConfig, *, report: Report | None = None
+    model: nn.Module,
+    dataset: Any,
+    config: TrialConfig,
+    *,
+    report: Report | None = None,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on ``dataset.train`` as ``config`` says; evaluate every epoch.
 
     ``report(epoch, metrics)`` is called after each epoch (``epoch`` counts from 1;
-    metrics: ``val_accuracy``, ``val_loss``, ``train_loss``, ``lr``, ``epoch_time``);
+    metrics: ``val_accuracy``, ``val_loss``, ``train_loss``, ``lr``, ``epoch_time``, and
+    the run's ``trainable_params`` and mean ``step_time_s`` so far, which early stopping
+    compares trials on);
     returning ``True`` stops the run as ``pruned``. The test split is evaluated at the
     end only when ``config.eval_test``. The model is moved to the config's device.
+
+    ``checkpoint(epoch, state)`` receives, after each epoch, everything the run needs to
+    go on from there (weights, optimiser, schedule, random states, history; tensors and
+    plain data, saveable with ``torch.save`` and loadable with ``weights_only=True``);
+    ``resume=state`` (on a model built the same way) continues from that epoch and ends
+    exactly as the uninterrupted run would.
 
     Example:
         >>> from trials.data import load_dataset
@@ -171,7 +191,8 @@ def train(
         ('complete', 1)
     """
     with trial_environment(config) as device:
-        return _fit(model, dataset, config, device, report=report, validate=True)
+        return _fit(model, dataset, config, device, report=report, validate=True,
+                    checkpoint=checkpoint, resume=resume)
 
 
 def make_pretrain(dataset: Any, config: TrialConfig) -> Callable[[nn.Module], None]:
@@ -207,6 +228,8 @@ def _fit(
     *,
     report: Report | None,
     validate: bool,
+    checkpoint: Checkpoint | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     start = time.perf_counter()
     cuda = device.type == "cuda"
@@ -225,13 +248,18 @@ def _fit(
     )
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else None
 
+    trainable = count_parameters(model)
     history: list[dict[str, float]] = []
     status, reason = "complete", None
     steps, step_seconds, epoch = 0, 0.0, 0
     val: tuple[float, float] | None = None
     test: tuple[float, float] | None = None
+    first = 1
+    if resume is not None:
+        first, val = restore_state(resume, model, optimizer, schedule, shuffle, history)
+        steps, step_seconds = int(resume["steps"]), float(resume["step_seconds"])
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(first, config.epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
             order = torch.randperm(n, generator=shuffle).to(device)
@@ -273,7 +301,11 @@ def _fit(
                 val = latest
                 metrics.update(val_accuracy=val[0], val_loss=val[1])
             history.append(metrics)
-            timed = {**metrics, "epoch_time": time.perf_counter() - epoch_start}
+            if checkpoint is not None:
+                checkpoint(epoch, training_state(epoch, model, optimizer, schedule, shuffle, history,
+                                         steps, step_seconds))
+            timed = {**metrics, "epoch_time": time.perf_counter() - epoch_start,
+                     "trainable_params": trainable, "step_time_s": step_seconds / max(steps, 1)}
             if report is not None and report(epoch, timed) is True:
                 status = "pruned"
                 break

@@ -271,13 +271,18 @@ def call_trial(
     *,
     data: Any = None,
     report: Report | None = None,
+    checkpoint: Any = None,
+    resume: Any = None,
 ) -> tuple[str, dict[str, float], list[dict[str, float]], str | None]:
     """Run the user's trial function ``fn(model, config, report)`` (and ``data=`` if it
     takes it). Returns the status (``complete`` or ``pruned``), the metrics it returned,
     one dict per ``report`` call, and why it failed (``None`` if it did not).
 
     ``report(epoch, **metrics)`` records intermediate values and forwards them to the
-    search's hook; when the hook prunes, it raises :class:`TrialPruned`.
+    search's hook; when the hook prunes, it raises :class:`TrialPruned`. A function that
+    takes ``checkpoint`` gets the search's ``checkpoint(epoch, state)`` hook, and one that
+    takes ``resume`` gets the state of its last checkpoint (``None`` on a first run), so
+    that a trial whose worker was lost can go on from its last epoch.
     """
     fn = resolve(spec, "--trial")
     history: list[dict[str, float]] = []
@@ -289,7 +294,8 @@ def call_trial(
             raise TrialPruned(int(epoch))
 
     names, any_kw = accepts(fn)
-    extra = {"data": data} if ("data" in names or any_kw) else {}
+    offered = {"data": data, "checkpoint": checkpoint, "resume": resume}
+    extra = {k: v for k, v in offered.items() if k in names or (any_kw and k == "data")}
     try:
         returned = fn(model, dict(config), user_report, **extra)
     except TrialPruned:

@@ -96,6 +96,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--db-timeout", type=float, metavar="SECONDS",
                    help="how long the study store may stay unreachable while the search "
                         "retries with backoff, before it stops (default: 300)")
+    # --- engine, early stopping and logging (allocator/search/_engines.py, _epochs.py)
+    p.add_argument("--engine", choices=("pool", "tune"),
+                   help="what runs the trials: pool (reused Ray actors, the cheapest per "
+                        "trial; default) or tune (ray.tune.Tuner with Tune's OptunaSearch)")
+    p.add_argument("--log", action="append", choices=("tensorboard", "mlflow"),
+                   help="a Ray Tune logger callback for every trial (repeatable; --engine tune)")
+    p.add_argument("--early-stop", choices=("none", "pareto", "asha"), dest="early_stop",
+                   help="stop trials early: pareto (successive halving by non-dominated "
+                        "rank and crowding on every objective), asha (the same on validation "
+                        "accuracy alone) or none (default); needs --epochs 2 or more")
     p.add_argument("--resume", action="store_true",
                    help="continue the study, or join the controllers running it now: keep "
                         "completed trials, retry once those a stopped controller left running")
@@ -124,7 +134,7 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     names = ("model", "data", "trial", "space", "trials", "concurrency", "epochs", "seed",
              "sampler", "objective", "ray_address", "working_dir", "py_modules",
              "cpus_per_trial", "gpus_per_trial", "keep_models", "artifacts", "max_retries",
-             "db_timeout")
+             "db_timeout", "early_stop", "engine")
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if "objective" in given:
         from allocator.search._settings import one_objective_form
@@ -132,6 +142,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
         given["objective"] = one_objective_form(given["objective"])
     if "py_modules" in given:
         given["py_modules"] = tuple(given["py_modules"])
+    if getattr(args, "log", None):
+        given["log"] = tuple(dict.fromkeys(args.log))
     options = {n: getattr(args, n) for n in _TRIAL_FLAGS if getattr(args, n, None) is not None}
     options.update(parse_options(getattr(args, "options", None) or []))
     if options:

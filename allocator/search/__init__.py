@@ -22,6 +22,9 @@ from allocator.search._query import pareto_front, study_record, trial_rows
 from allocator.search._settings import KEEP_MODELS, SearchSettings
 from allocator.search._store import StudyStore
 from allocator.search._table import RESULTS
+
+# Ray Tune as the engine, inside a user's own Tuner (imports ray.tune on first use)
+from allocator.search._tune_api import tune_search_alg, tune_trainable
 from allocator.search._urls import DEFAULT_STORAGE, ENV_STORAGE, mask_url, resolve_url
 
 __all__ = [
@@ -46,4 +49,6 @@ __all__ = [
     "search",
     "study_record",
     "trial_rows",
+    "tune_search_alg",
+    "tune_trainable",
 ]

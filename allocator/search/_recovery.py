@@ -28,12 +28,19 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["counted", "interrupt_trial", "recover", "repair_rows"]
+__all__ = ["counted", "interrupt_trial", "recover", "repair_rows", "trial_id"]
 
 logger = logging.getLogger(__name__)
 
 ATTR_RETRY_OF, ATTR_INTERRUPTED = "npas_retry_of", "npas_interrupted"
 ATTR_REASON, ATTR_CONFIG = "npas_failure_reason", "npas_config"
+
+
+def trial_id(store: StudyStore, study: str, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
+    storage = store.optuna_storage
+    return int(storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study), number))
 
 
 def counted(trial: FrozenTrial) -> bool:
@@ -76,6 +83,7 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
     """Rewrite ``running`` rows whose Optuna trial did finish (the controller was killed
     between telling Optuna and writing the row) from what the trial carries."""
     finished = {t.number: t for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    engine = _engine(study)
     repaired = []
     for row in store.results(study.study_name, state="running"):
         trial = finished.get(row["trial_number"])
@@ -86,7 +94,8 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
         started, ended = run.get("started_at"), run.get("finished_at")
         store.write_result(
             row_for(
-                study=study.study_name, trial_number=trial.number, trial_id=trial._trial_id,
+                study=study.study_name, trial_number=trial.number,
+                trial_id=trial_id(store, study.study_name, trial.number),
                 state={"COMPLETE": "complete", "PRUNED": "pruned"}.get(trial.state.name, "failed"),
                 config=result.get("config") or trial.user_attrs.get(ATTR_CONFIG), result=result,
                 started_at=_utc(started), finished_at=_utc(ended),
@@ -94,10 +103,17 @@ def repair_rows(study: optuna.Study, store: StudyStore) -> list[int]:
                 host=trial.user_attrs.get("npas_host"), node_id=trial.user_attrs.get("npas_node_id"),
                 worker_pid=run.get("pid"), failure_reason=trial.user_attrs.get(ATTR_REASON),
                 controller=trial.user_attrs.get(ATTR_CONTROLLER),
+                engine=engine, rung=trial.user_attrs.get("npas_rung"),
             )
         )
         repaired.append(trial.number)
     return repaired
+
+
+def _engine(study: optuna.Study) -> str | None:
+    """The engine the study's search runs on (its recorded settings)."""
+    record = study.user_attrs.get("npas_settings")
+    return str(record.get("engine", "pool")) if isinstance(record, dict) else None
 
 
 def _utc(seconds: float | None) -> dt.datetime | None:
@@ -125,9 +141,10 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
     elif not ran and retry_of is not None:  # a retry that never ran: it is still owed
         params = dict(frozen.system_attrs.get("fixed_params") or frozen.params)
     retry = bool(params)
+    tid = trial_id(store, study.study_name, number)
     try:
-        study._storage.set_trial_user_attr(frozen._trial_id, ATTR_INTERRUPTED, True)
-        study._storage.set_trial_user_attr(frozen._trial_id, ATTR_REASON, reason)
+        store.optuna_storage.set_trial_user_attr(tid, ATTR_INTERRUPTED, True)
+        store.optuna_storage.set_trial_user_attr(tid, ATTR_REASON, reason)
         study.tell(number, state=TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
         return False  # it finished meanwhile (its controller was alive after all)
@@ -135,8 +152,9 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
         row_for(
             study=study.study_name,
             trial_number=number,
-            trial_id=frozen._trial_id,
+            trial_id=tid,
             state="failed",
+            engine=_engine(study),
             failure_reason=f"interrupted: {reason}" + ("; queued again" if retry else ""),
             finished_at=dt.datetime.now(dt.timezone.utc),
         )

@@ -79,11 +79,15 @@ class SearchSettings:
     verbose: bool = False
     max_retries: int = 1  # runs more of a trial whose worker died, before it is failed
     db_timeout: float = 300.0  # seconds the study store may stay unreachable
+    early_stop: str = "none"  # none | pareto | asha (allocator/search/_epochs.py)
+    engine: str = "pool"  # pool | tune (allocator/search/_engines.py)
+    log: tuple[str, ...] = ()  # Tune logger callbacks: tensorboard, mlflow
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trial_options", MappingProxyType(dict(self.trial_options)))
         object.__setattr__(self, "objective", one_objective_form(self.objective))
         object.__setattr__(self, "py_modules", tuple(self.py_modules))
+        object.__setattr__(self, "log", tuple(self.log))
         if isinstance(self.space, Mapping):
             object.__setattr__(self, "space", MappingProxyType(dict(self.space)))
 

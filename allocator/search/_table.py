@@ -94,6 +94,8 @@ RESULTS = sa.Table(
     sa.Column("worker_pid", sa.Integer()),
     sa.Column("failure_reason", sa.Text()),
     sa.Column("controller", sa.String(32)),  # id of the controller that ran it (npas_controllers)
+    sa.Column("engine", sa.String(16)),  # what ran it: pool (Ray actors) or tune (Ray Tune)
+    sa.Column("rung", sa.Integer()),  # a pruned trial: the epoch early stopping stopped it at
     sa.Index("ix_npas_results_study_state", "study", "state"),
 )
 

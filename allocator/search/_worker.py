@@ -12,6 +12,7 @@ controller writes everything.
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import logging
 import os
@@ -23,7 +24,10 @@ from typing import Any
 
 from allocator._errors import ConfigError, NPASError
 
-__all__ = ["DEFAULT_RUNNER", "TrialWorker", "execute", "model_bytes", "resolve_runner"]
+__all__ = [
+    "DEFAULT_RUNNER", "TrialWorker", "accepts", "execute", "model_bytes", "resolve_runner",
+    "state_bytes", "state_from",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +91,52 @@ def _node_id() -> str:
     return ""
 
 
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether the trial function takes the keyword ``name`` (``trials.run`` takes
+    ``report``, ``checkpoint`` and ``resume``).
+
+    Example:
+        >>> accepts(lambda config, *, keep_model=False, report=None: None, "report")
+        True
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def state_bytes(state: Mapping[str, Any]) -> bytes:
+    """A training state (``trials.train``'s checkpoint) as bytes."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return buffer.getvalue()
+
+
+def state_from(data: bytes) -> dict[str, Any]:
+    """The training state :func:`state_bytes` wrote (tensors and plain data only)."""
+    import torch
+
+    buffer = io.BytesIO(data)
+    return dict(torch.load(buffer, weights_only=True))
+
+
 def execute(
-    fn: Callable[..., Any], config: Mapping[str, Any], *, keep_model: bool = False
+    fn: Callable[..., Any], config: Mapping[str, Any], *, keep_model: bool = False,
+    report: Callable[[int, dict[str, float]], bool] | None = None,
+    checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+    resume: bytes | None = None,
 ) -> dict[str, Any]:
     """Run one trial; return its outcome as plain data. Never raises.
 
     The outcome holds ``result`` (the trial result as a dict; ``status`` ``failed`` with
     ``failure_reason`` when the trial raised), ``started_at``/``finished_at`` (Unix
     seconds), ``host``, ``node_id``, ``pid`` and ``model`` (the weights as bytes, or
-    ``None``).
+    ``None``). ``report(epoch, metrics)`` (live learning curves, early stopping),
+    ``checkpoint(epoch, state)`` and ``resume`` (a state from :func:`state_bytes`, to go on
+    from its epoch) are passed on to a trial function that takes them (see :func:`accepts`).
 
     Example:
         >>> out = execute(lambda c, keep_model: {"status": "complete", "x": c["x"]}, {"x": 1})
@@ -105,7 +146,10 @@ def execute(
     started = time.time()
     model: bytes | None = None
     try:
-        raw = fn(dict(config), keep_model=keep_model)
+        given = {"report": report, "checkpoint": checkpoint,
+                 "resume": state_from(resume) if resume is not None else None}
+        extra = {k: v for k, v in given.items() if v is not None and accepts(fn, k)}
+        raw = fn(dict(config), keep_model=keep_model, **extra)
         result = raw.to_dict() if hasattr(raw, "to_dict") else dict(raw)
         trained = getattr(raw, "model", None)
         if keep_model and trained is not None and result.get("status") == "complete":
@@ -164,8 +208,18 @@ class TrialWorker:
         """Host, node id and process id of this worker (also a readiness probe)."""
         return {"host": socket.gethostname(), "node_id": _node_id(), "pid": os.getpid()}
 
-    def run(self, config: Mapping[str, Any], keep_model: bool = False) -> dict[str, Any]:
-        return execute(self._fn, config, keep_model=keep_model)
+    def run(self, config: Mapping[str, Any], keep_model: bool = False, board: Any = None,
+            number: int | None = None, resume: bytes | None = None) -> dict[str, Any]:
+        """Run one trial; with ``board`` (an ``EpochBoard`` actor) its epochs and
+        checkpoints go there as trial ``number`` (live curves, early stopping, resuming
+        on another worker); ``resume``: a checkpoint to go on from."""
+        report = checkpoint = None
+        if board is not None and number is not None:
+            from allocator.search._epochs import checkpoint_hook, report_hook
+
+            report, checkpoint = report_hook(board, number), checkpoint_hook(board, number)
+        return execute(self._fn, config, keep_model=keep_model, report=report,
+                       checkpoint=checkpoint, resume=resume)
 
 
 def echo_trial(config: Mapping[str, Any], *, keep_model: bool = False) -> dict[str, Any]:

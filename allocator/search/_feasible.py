@@ -1,0 +1,152 @@
+"""No wasted trial: the least budget each structural choice needs, from the core's plan.
+
+An SSN needs at least its unshared parameters plus, per group, one shared parameter and
+its generators' own (``mask`` scalars, ``emb`` projections). A budget below that makes
+no network, and a trial sampled there fails after its worker started. So the space
+samples the structural choices first (mapping, groups, templates, generators), asks
+:class:`BudgetFloor` for the least budget of that configuration (the core's
+``make_plan``, pure arithmetic: microseconds per call), and samples the budget only
+within what is feasible. :func:`check_feasible` refuses, before the search, a space with
+a structural choice for which the whole budget range is infeasible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from allocator._errors import BudgetError, ConfigError
+from search_spaces import FloatRange, SearchSpace
+
+__all__ = ["BudgetFloor", "budget_floor", "check_feasible"]
+
+#: The config fields the least budget depends on.
+STRUCTURE = ("mapping", "groups", "templates", "downsample", "upsample", "manual_map")
+_MAX_CHECKED = 20_000  # structural combinations checked before the search
+
+
+class BudgetFloor:
+    """``floor(values) -> fraction | None``: the least budget, as a fraction of the
+    model's parameters, for the structural choices in ``values`` (``None``: no floor,
+    e.g. another method than ``ssn``).
+
+    Example:
+        >>> floor = BudgetFloor({"model": "cnn1d", "data": "mnist1d", "data_size": 200})  # doctest: +SKIP
+        >>> floor({"method": "ssn", "mapping": "single", "upsample": "inter"})  # doctest: +SKIP
+        0.0035...
+    """
+
+    def __init__(self, base: Mapping[str, Any]) -> None:
+        import allocator
+        from trials.config import TrialConfig
+        from trials.data import load_dataset
+        from trials.zoo import build_model
+
+        self.defaults = TrialConfig.from_dict(dict(base)).to_dict()
+        data = load_dataset(base["data"], seed=base.get("seed", 0), root=base.get("data_root"),
+                            size=base.get("data_size"))
+        model = build_model(base["model"], input_shape=tuple(data.input_shape),
+                            num_classes=data.num_classes)
+        self.slots, self.unshared = allocator.find_slots(model)
+        self.total = int(allocator.count_parameters(model))
+        self._cache: dict[tuple[Any, ...], int | None] = {}
+
+    def count(self, values: Mapping[str, Any]) -> int | None:
+        """The least budget in parameters (``None``: no floor)."""
+        cfg = {**self.defaults, **values}
+        if cfg.get("method", "ssn") != "ssn" or not self.slots:
+            return None
+        key = tuple(repr(cfg.get(k)) for k in STRUCTURE)
+        if key not in self._cache:
+            self._cache[key] = self._least(cfg)
+        return self._cache[key]
+
+    def __call__(self, values: Mapping[str, Any]) -> float | None:
+        need = self.count(values)
+        if need is None:
+            return None
+        fraction = need / self.total
+        while math.floor(fraction * self.total) < need:  # the trial floors fraction * total
+            fraction = math.nextafter(fraction, math.inf)
+        return fraction
+
+    def _least(self, cfg: Mapping[str, Any]) -> int | None:
+        """Bisect the core's plan for the least budget it accepts (``None``: the
+        structure itself is invalid; the trial reports why)."""
+        from allocator._mapping import assign_groups
+        from allocator._plan import make_plan
+
+        mapping = cfg["mapping"]
+        try:  # a learned mapping's groups are known after pretraining: round-robin's stand in
+            assignment = assign_groups("roundrobin" if mapping == "learned" else mapping,
+                                       self.slots, cfg.get("groups") or (1 if mapping == "learned" else None),
+                                       seed=int(cfg.get("seed", 0)), manual_map=cfg.get("manual_map"))
+        except ConfigError:
+            return None
+
+        def fits(budget: int) -> bool:
+            try:
+                make_plan(self.slots, self.unshared, self.total, budget, assignment,
+                          downsample=cfg["downsample"], upsample=cfg["upsample"],
+                          templates=int(cfg["templates"]))
+            except BudgetError:
+                return False
+            return True
+
+        guess = self._guess(assignment, cfg)  # the core's formula today, checked by its plan
+        if fits(guess) and (guess <= 1 or not fits(guess - 1)):
+            return guess
+        lo, hi = 1, max(2, self.total)
+        while not fits(hi):
+            lo, hi = hi, hi * 2
+            if hi > 1 << 40:
+                return None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+
+    def _guess(self, assignment: list[int], cfg: Mapping[str, Any]) -> int:
+        from allocator._budget import group_cost
+
+        members: list[list[int]] = [[] for _ in range(max(assignment) + 1)]
+        for slot, group in zip(self.slots, assignment, strict=True):
+            members[group].append(slot.numel)
+        return self.unshared + sum(
+            group_cost(1, g, cfg["downsample"], cfg["upsample"], int(cfg["templates"]))
+            for g in members
+        )
+
+
+def budget_floor(space: SearchSpace, base: Mapping[str, Any]) -> BudgetFloor | None:
+    """The floor for ``space``'s budget dimension, or ``None`` if it searches no budget."""
+    if "budget" not in space.names or not isinstance(space.dimension("budget"), FloatRange):
+        return None
+    return BudgetFloor(base)
+
+
+def check_feasible(space: SearchSpace, base: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` (one line) if a structural choice of ``space`` needs more
+    budget than the top of its budget range."""
+    floor = budget_floor(space, base)
+    if floor is None:
+        return
+    dim = space.dimension("budget")
+    assert isinstance(dim, FloatRange)  # budget_floor returns None otherwise
+    high = dim.high
+    for n, values in enumerate(space.structures()):
+        if n >= _MAX_CHECKED:
+            return
+        need = floor(values)
+        if need is not None and need > high:
+            shown = ", ".join(f"{k}={v}" for k, v in values.items() if k in STRUCTURE)
+            raise ConfigError(
+                f"space {space.name!r}: budget at most {high:g} is infeasible for {shown} of "
+                f"model {base['model']!r}, which needs at least {need:.4g} "
+                f"({floor.count(values):,} parameters); raise budget.high or narrow the choices"
+            )
