@@ -67,7 +67,8 @@ def test_a_trial_function_reports_every_epoch_and_is_pruned_when_the_hook_says_s
                          "method": "full", "epochs": 4, "hp": {"width": 16}}, report=hook)
     assert result.status == "pruned"
     assert [e for e, _ in seen] == [1, 2]
-    assert set(seen[0][1]) == {"macro_f1", "val_accuracy"}
+    # the user's metrics, and the trained parameters that early stopping weighs them against
+    assert set(seen[0][1]) == {"macro_f1", "val_accuracy", "trainable_params"}
     assert [h["epoch"] for h in result.history] == [1, 2]
     complete = trials.run({"model": "models:build", "data": "data:load", "trial": "train:fit",
                            "method": "ssn", "budget": 0.5, "epochs": 1, "hp": {"width": 16}})

@@ -38,26 +38,43 @@ class BudgetFloor:
     """
 
     def __init__(self, base: Mapping[str, Any]) -> None:
-        import allocator
         from trials.config import TrialConfig
-        from trials.data import load_dataset
-        from trials.zoo import build_model
+        from trials.user_data import load_data
 
-        self.defaults = TrialConfig.from_dict(dict(base)).to_dict()
-        data = load_dataset(base["data"], seed=base.get("seed", 0), root=base.get("data_root"),
-                            size=base.get("data_size"))
-        model = build_model(base["model"], input_shape=tuple(data.input_shape),
-                            num_classes=data.num_classes)
-        self.slots, self.unshared = allocator.find_slots(model)
-        self.total = int(allocator.count_parameters(model))
+        self.base = dict(base)
+        self.defaults = TrialConfig.from_dict(self.base).to_dict()
+        data = load_data(self.base)
+        self.shape, self.classes = tuple(data.input_shape), int(data.num_classes)
+        self._models: dict[str, tuple[list[Any], int, int]] = {}
         self._cache: dict[tuple[Any, ...], int | None] = {}
+        self.slots, self.unshared, self.total = self._model({})
+
+    def _model(self, hp: Mapping[str, Any]) -> tuple[list[Any], int, int]:
+        """Shareable slots, unshared count and total count of the model built with the
+        user dimensions ``hp`` (a user factory's widths change them; the zoo ignores hp)."""
+        import allocator
+        from trials.user import is_import_path, model_source
+
+        spec = str(self.base["model"])
+        hp = {**dict(self.base.get("hp") or {}), **hp} if is_import_path(spec) else {}
+        key = repr(sorted(hp.items()))
+        if key not in self._models:
+            model = model_source(spec, input_shape=self.shape, num_classes=self.classes, hp=hp,
+                                 has_trial=self.base.get("trial") is not None)()
+            slots, unshared = allocator.find_slots(model)
+            self._models[key] = (slots, unshared, int(allocator.count_parameters(model)))
+        return self._models[key]
 
     def count(self, values: Mapping[str, Any]) -> int | None:
         """The least budget in parameters (``None``: no floor)."""
-        cfg = {**self.defaults, **values}
-        if cfg.get("method", "ssn") != "ssn" or not self.slots:
+        from search_spaces._user import fold
+
+        cfg = fold({**self.defaults, **values})
+        slots, _unshared, _total = self._model(cfg.get("hp") or {})
+        if cfg.get("method", "ssn") != "ssn" or not slots:
             return None
-        key = tuple(repr(cfg.get(k)) for k in STRUCTURE)
+        key = (repr(sorted((cfg.get("hp") or {}).items())),
+               *(repr(cfg.get(k)) for k in STRUCTURE))
         if key not in self._cache:
             self._cache[key] = self._least(cfg)
         return self._cache[key]
@@ -66,8 +83,11 @@ class BudgetFloor:
         need = self.count(values)
         if need is None:
             return None
-        fraction = need / self.total
-        while math.floor(fraction * self.total) < need:  # the trial floors fraction * total
+        from search_spaces._user import fold
+
+        total = self._model(fold({**self.defaults, **values}).get("hp") or {})[2]
+        fraction = need / total
+        while math.floor(fraction * total) < need:  # the trial floors fraction * total
             fraction = math.nextafter(fraction, math.inf)
         return fraction
 
@@ -77,27 +97,28 @@ class BudgetFloor:
         from allocator._mapping import assign_groups
         from allocator._plan import make_plan
 
+        slots, unshared, total = self._model(cfg.get("hp") or {})
         mapping = cfg["mapping"]
         try:  # a learned mapping's groups are known after pretraining: round-robin's stand in
             assignment = assign_groups("roundrobin" if mapping == "learned" else mapping,
-                                       self.slots, cfg.get("groups") or (1 if mapping == "learned" else None),
+                                       slots, cfg.get("groups") or (1 if mapping == "learned" else None),
                                        seed=int(cfg.get("seed", 0)), manual_map=cfg.get("manual_map"))
         except ConfigError:
             return None
 
         def fits(budget: int) -> bool:
             try:
-                make_plan(self.slots, self.unshared, self.total, budget, assignment,
+                make_plan(slots, unshared, total, budget, assignment,
                           downsample=cfg["downsample"], upsample=cfg["upsample"],
                           templates=int(cfg["templates"]))
             except BudgetError:
                 return False
             return True
 
-        guess = self._guess(assignment, cfg)  # the core's formula today, checked by its plan
+        guess = self._guess(slots, unshared, assignment, cfg)  # the core's formula today, checked by its plan
         if fits(guess) and (guess <= 1 or not fits(guess - 1)):
             return guess
-        lo, hi = 1, max(2, self.total)
+        lo, hi = 1, max(2, total)
         while not fits(hi):
             lo, hi = hi, hi * 2
             if hi > 1 << 40:
@@ -111,13 +132,15 @@ class BudgetFloor:
         return lo
 
 
-    def _guess(self, assignment: list[int], cfg: Mapping[str, Any]) -> int:
+    @staticmethod
+    def _guess(slots: list[Any], unshared: int, assignment: list[int],
+               cfg: Mapping[str, Any]) -> int:
         from allocator._budget import group_cost
 
         members: list[list[int]] = [[] for _ in range(max(assignment) + 1)]
-        for slot, group in zip(self.slots, assignment, strict=True):
+        for slot, group in zip(slots, assignment, strict=True):
             members[group].append(slot.numel)
-        return self.unshared + sum(
+        return unshared + sum(
             group_cost(1, g, cfg["downsample"], cfg["upsample"], int(cfg["templates"]))
             for g in members
         )
