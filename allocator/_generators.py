@@ -55,6 +55,12 @@ def _lerp_index(n_out: int, n_in: int) -> tuple[Tensor, Tensor, Tensor]:
     return lo, lo + 1, (pos - lo).float()
 
 
+def _signs(index: int, n: int, dtype: torch.dtype) -> Tensor:
+    """``n`` fixed random signs (+1/-1), a function of the layer's index in the plan."""
+    gen = torch.Generator().manual_seed(0x5EED + index)
+    return (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(dtype)
+
+
 class ParameterGroup(nn.Module):
     """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``."""
 
@@ -96,6 +102,8 @@ class GeneratedWeight(nn.Module):
     """
 
     scale: Tensor
+    # fixed random signs of `repeat` and `inter`, a buffer (not saved)
+    sign: Tensor
     # interpolation indices and weights of `inter`, buffers (not saved)
     lo0: Tensor
     hi0: Tensor
@@ -104,7 +112,7 @@ class GeneratedWeight(nn.Module):
     hi1: Tensor
     frac1: Tensor
 
-    def __init__(self, slot: SlotPlan, group: ParameterGroup) -> None:
+    def __init__(self, slot: SlotPlan, group: ParameterGroup, index: int = 0) -> None:
         super().__init__()
         self.__dict__["_group"] = group  # not a submodule: the SSN owns the groups
         self.shape = slot.shape
@@ -125,16 +133,23 @@ class GeneratedWeight(nn.Module):
         if self.expand == "mask":
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
+        if self.expand in ("repeat", "inter"):
+            sign = _signs(index, self.numel, torch.float32)
         if self.expand == "inter":
             rows = self.shape[0]
             cols = self.numel // rows
             self.grid = inter_grid(self.window, rows, cols)
+            gains = []
             for axis, (n_out, n_in) in enumerate(zip((rows, cols), self.grid, strict=True)):
                 lo, hi, frac = _lerp_index(n_out, n_in)
                 self.register_buffer(f"lo{axis}", lo.to(device), persistent=False)
                 self.register_buffer(f"hi{axis}", hi.to(device), persistent=False)
                 self.register_buffer(f"frac{axis}", frac.to(device=device, dtype=dtype),
                                      persistent=False)
+                gains.append(((1 - frac) ** 2 + frac**2).rsqrt())
+            sign = sign * torch.outer(gains[0], gains[1]).view(-1)
+        if self.expand in ("repeat", "inter"):
+            self.register_buffer("sign", sign.to(device=device, dtype=dtype), persistent=False)
 
     @property
     def group(self) -> ParameterGroup:
@@ -157,7 +172,7 @@ class GeneratedWeight(nn.Module):
         if self.expand is None:
             return w.view(self.shape)
         if self.expand == "repeat":
-            return _tile(w, self.numel).view(self.shape)
+            return (_tile(w, self.numel) * self.sign).view(self.shape)
         if self.expand == "mask":
             scale = self.mask.repeat_interleave(MASK_WINDOW)[: self.numel - self.window]
             tail = _tile(w, self.numel)[self.window :] * scale
@@ -170,7 +185,7 @@ class GeneratedWeight(nn.Module):
                            self.frac0[:, None])
         big = torch.lerp(small.index_select(1, self.lo1), small.index_select(1, self.hi1),
                          self.frac1)
-        return big.view(self.shape)
+        return (big.view(-1) * self.sign).view(self.shape)
 
     def extra_repr(self) -> str:
         gen = self.expand if self.combine == "slice" and self.expand else self.combine

@@ -141,13 +141,23 @@ class Plan:
 
 def _place(slots: Sequence[Slot], assignment: Sequence[int], sizes: Sequence[int],
            gens: Sequence[LayerGen]) -> list[int]:
-    """Window offsets: a group's windows laid end to end around its theta."""
+    """Window offsets: a group's windows laid end to end around its theta.
+
+    A layer larger than its group reads all of theta, rotated: the ``j``-th of ``u``
+    such layers starts at ``j * m // u``, so that two of them with the same shape do
+    not generate the same weight.
+    """
     cursor = [0] * len(sizes)
+    upsampling = [0] * len(sizes)
+    for group, gen in zip(assignment, gens, strict=True):
+        upsampling[group] += gen.expand is not None
+    seen = [0] * len(sizes)
     offsets = []
     for group, gen in zip(assignment, gens, strict=True):
         m = sizes[group]
-        if gen.expand is not None:  # upsampling reads all of theta from 0
-            offsets.append(0)
+        if gen.expand is not None:
+            offsets.append(seen[group] * m // upsampling[group])
+            seen[group] += 1
             continue
         offsets.append(cursor[group] % m)
         cursor[group] = (cursor[group] + gen.templates * gen.window) % m

@@ -117,7 +117,7 @@ class SSN(nn.Module):
         """Replace every shared weight by its generator; return the dense originals."""
         originals: dict[int, Tensor] = {}
         for index, slot in enumerate(self._plan.slots):
-            gen = GeneratedWeight(slot, self.groups[slot.group])  # type: ignore[arg-type]
+            gen = GeneratedWeight(slot, self.groups[slot.group], index)  # type: ignore[arg-type]
             for owner in slot.owners:
                 module_name, name = _split(owner)
                 module = self.model.get_submodule(module_name)
@@ -245,7 +245,7 @@ def shapeshift(
     *,
     groups: int | None = None,
     templates: int = 4,
-    downsample: str = "emb",
+    downsample: str = "wavg",
     upsample: str = "inter",
     mapping: str = "single",
     manual_map: Mapping[str, object] | None = None,
@@ -264,7 +264,7 @@ def shapeshift(
             ``type`` and ``manual`` mappings (which refuse an explicit value).
         templates: the most templates ``K_max`` a layer mixes when it is smaller than
             its group (default 4, the paper's).
-        downsample: ``emb`` (default), ``wavg``, ``avg`` or ``slice``: how a layer
+        downsample: ``wavg`` (default), ``emb``, ``avg`` or ``slice``: how a layer
             smaller than its group combines templates.
         upsample: ``inter`` (default), ``repeat`` or ``mask``: how a layer larger than
             its group expands it.
