@@ -10,7 +10,9 @@ parameters, never on the input, so it can be computed once for inference.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +64,14 @@ def _signs(index: int, n: int, dtype: torch.dtype) -> Tensor:
 
 
 class ParameterGroup(nn.Module):
-    """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``."""
+    """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``.
+
+    Every layer of the group registers what it reads (:meth:`add_reader`). Inside
+    :meth:`reading` (the SSN's forward), the windows of all layers whose windows lie end
+    to end are cut from one read of ``theta`` (``split``), so that the backward pass
+    writes ``theta``'s gradient once per group instead of once per layer; outside it,
+    each layer reads only its own windows.
+    """
 
     def __init__(self, plan: GroupPlan, *, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
@@ -73,15 +82,59 @@ class ParameterGroup(nn.Module):
             k = plan.emb_templates
             self.emb_proj = nn.Parameter(torch.zeros(k, EMB_DIM, dtype=dtype, device=device))
             self.emb_bias = nn.Parameter(torch.zeros(k, dtype=dtype, device=device))
+        self._reads: list[tuple[int, int]] = []  # (offset, length) per reader
+        self._chain: list[int] = []  # readers whose windows follow each other from 0
+        self._cursor = 0
+        self._step: list[Tensor] | None = None  # this forward's reads, inside `reading`
+
+    def add_reader(self, offset: int, length: int, *, chain: bool) -> int:
+        """Register a layer reading ``length`` values from ``offset``; its reader index."""
+        if chain and offset == self._cursor % self.theta.numel():
+            self._chain.append(len(self._reads))
+            self._cursor += length
+        self._reads.append((offset, length))
+        return len(self._reads) - 1
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within the block, :meth:`read` serves every layer from one read of ``theta``."""
+        self._step = []
+        try:
+            yield
+        finally:
+            self._step = None
+
+    def read(self, reader: int) -> Tensor:
+        """The values reader ``reader`` registered, as one flat tensor."""
+        if self._step is None:
+            return self.window(*self._reads[reader])
+        if not self._step:
+            self._step.extend(self._read_all())
+        return self._step[reader]
+
+    def _read_all(self) -> list[Tensor]:
+        out: list[Tensor | None] = [None] * len(self._reads)
+        if self._chain:
+            lengths = [self._reads[i][1] for i in self._chain]
+            for i, part in zip(self._chain, _tile(self.theta, sum(lengths)).split(lengths),
+                               strict=True):
+                out[i] = part
+        return [self.window(*r) if t is None else t for r, t in zip(self._reads, out, strict=True)]
+
+    def window(self, offset: int, length: int) -> Tensor:
+        """``length`` consecutive values from ``offset``, wrapping around the end of
+        ``theta``; a view (no copy) when they do not wrap."""
+        theta = self.theta
+        m = theta.numel()
+        if offset + length <= m:
+            return theta[offset : offset + length]
+        if length <= m:
+            return torch.cat((theta[offset:], theta[: offset + length - m]))
+        return _tile(theta, offset + length)[offset:]
 
     def windows(self, offset: int, count: int, window: int) -> Tensor:
-        """``count`` consecutive windows of ``window`` values from ``offset``, wrapping
-        around the end of ``theta``; a view (no copy) when they do not wrap."""
-        span = count * window
-        theta = self.theta
-        if offset + span <= theta.numel():
-            return theta[offset : offset + span].view(count, window)
-        return _tile(theta, offset + span)[offset:].view(count, window)
+        """``count`` consecutive windows of ``window`` values from ``offset``."""
+        return self.window(offset, count * window).view(count, window)
 
     def extra_repr(self) -> str:
         return f"size={self.theta.numel()}"
@@ -122,6 +175,8 @@ class GeneratedWeight(nn.Module):
         self.templates = slot.gen.templates
         self.window = slot.gen.window
         self.expand = slot.gen.expand
+        self.reader = group.add_reader(self.offset, self.templates * self.window,
+                                       chain=self.expand is None)
         dtype, device = group.theta.dtype, group.theta.device
         if self.combine == "wavg":
             self.coef = nn.Parameter(torch.zeros(self.templates, dtype=dtype, device=device))
@@ -157,11 +212,11 @@ class GeneratedWeight(nn.Module):
 
     def forward(self, _original: Tensor) -> Tensor:
         group = self.group
-        t = group.windows(self.offset, self.templates, self.window)
+        t = group.read(self.reader).view(self.templates, self.window)
         if self.combine == "slice":
             w = t[0]
         elif self.combine == "wavg":
-            w = (self.coef @ t) / self.scale
+            w = (self.coef / self.scale) @ t  # scale the K coefficients, not the weight
         elif self.combine == "emb":
             assert group.emb_proj is not None and group.emb_bias is not None
             k = self.templates

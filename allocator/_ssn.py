@@ -8,6 +8,7 @@ returned :class:`SSN` holds the model and the parameter groups.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -87,7 +88,10 @@ class SSN(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # Each generated weight is computed once per call, however often it is read.
-        with parametrize.cached():
+        # and each group's windows are read from theta once (one gradient write per group).
+        with parametrize.cached(), contextlib.ExitStack() as stack:
+            for group in self.groups:
+                stack.enter_context(cast(ParameterGroup, group).reading())
             return self.model(*args, **kwargs)
 
     def generators(self) -> list[tuple[str, GeneratedWeight]]:

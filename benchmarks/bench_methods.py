@@ -39,8 +39,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _run(config: dict[str, Any]) -> dict[str, Any]:
     import trials
+    from allocator import NPASError
 
-    result = trials.run(config)
+    try:
+        result = trials.run(config)
+    except NPASError as exc:  # e.g. a budget below what the method needs
+        return {"config": config, "status": "refused", "failure_reason": str(exc),
+                "test_accuracy": None, "val_accuracy": None, "trainable_params": 0,
+                "train_time_s": 0.0}
     return {
         "config": config,
         "status": result.status,
@@ -125,7 +131,8 @@ def _accuracy(row: dict[str, Any]) -> float | None:
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model, data set, budget and method: mean and spread of test accuracy; for the
     SSN, its paired differences (same seed) against each baseline. A failed run (loss
-    diverged) counts as failed, and as chance level (0.1) in the differences."""
+    diverged) counts as failed, and as chance level (0.1) in the differences; a refused
+    one (budget below what the method needs) is left out of them."""
     table: dict[tuple[str, str, float, str], dict[int, dict[str, Any]]] = {}
     for row in rows:
         cfg = row["config"]
@@ -145,7 +152,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for other in ("hashed", "reduced_width"):
                 theirs = table.get((model, data, budget, other), {})
                 diffs = [(_accuracy(by_seed[s]) or 0.1) - (_accuracy(theirs[s]) or 0.1)
-                         for s in sorted(by_seed) if s in theirs]
+                         for s in sorted(by_seed) if s in theirs
+                         and "refused" not in (by_seed[s]["status"], theirs[s]["status"])]
                 if diffs:
                     entry[f"minus_{other}"] = {
                         "mean": statistics.mean(diffs),
