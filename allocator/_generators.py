@@ -189,20 +189,17 @@ class GeneratedWeight(nn.Module):
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
         if self.expand in ("repeat", "inter"):
-            sign = _signs(index, self.numel, torch.float32)
+            sign = _signs(index, self.numel, dtype)
         if self.expand == "inter":
             rows = self.shape[0]
             cols = self.numel // rows
             self.grid = inter_grid(self.window, rows, cols)
-            gains = []
             for axis, (n_out, n_in) in enumerate(zip((rows, cols), self.grid, strict=True)):
                 lo, hi, frac = _lerp_index(n_out, n_in)
                 self.register_buffer(f"lo{axis}", lo.to(device), persistent=False)
                 self.register_buffer(f"hi{axis}", hi.to(device), persistent=False)
                 self.register_buffer(f"frac{axis}", frac.to(device=device, dtype=dtype),
                                      persistent=False)
-                gains.append(((1 - frac) ** 2 + frac**2).rsqrt())
-            sign = sign * torch.outer(gains[0], gains[1]).view(-1)
         if self.expand in ("repeat", "inter"):
             self.register_buffer("sign", sign.to(device=device, dtype=dtype), persistent=False)
 
