@@ -18,7 +18,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +103,9 @@ def _interleaved(fns: dict[str, Callable[[], float]], steps: int, warmup: int) -
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> list[dict]:
+def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Iterator[dict]:
     """Per budget: the plain model, the SSN in every setting and the materialised
     default SSN, trained step by step in turn; then inference of plain, SSN, materialised."""
-    rows = []
     for budget in budgets:
         plain, x, y = _build(spec)
         models: dict[str, nn.Module] = {"plain": plain}
@@ -143,8 +142,7 @@ def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> lis
         print(f"{spec:18s} budget {budget:<4} plain step {train['plain'] * 1e3:7.1f} ms  {ratios}"
               f"  | inference defaults {row['infer_ratio']['defaults']:.3f}x "
               f"materialized {row['infer_ratio']['materialized']:.3f}x", flush=True)
-        rows.append(row)
-    return rows
+        yield row
 
 
 def main() -> None:
@@ -157,9 +155,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "step.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    for spec in args.models:
-        rows += bench_model(spec, args.budgets, args.steps, args.warmup)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": "python benchmarks/bench_step.py " + " ".join(
@@ -173,9 +168,12 @@ def main() -> None:
         "note": "GPT-2's Conv1D weights are not shareable on this version: only its "
                 "embeddings and the classifier are generated",
     }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    rows: list[dict] = []
+    for spec in args.models:
+        for row in bench_model(spec, args.budgets, args.steps, args.warmup):
+            rows.append(row)  # written after every row: a cut-short run keeps its figures
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()
