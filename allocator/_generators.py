@@ -11,6 +11,7 @@ parameters, never on the input, so it can be computed once for inference.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -116,10 +117,33 @@ class ParameterGroup(nn.Module):
         out: list[Tensor | None] = [None] * len(self._reads)
         if self._chain:
             lengths = [self._reads[i][1] for i in self._chain]
-            for i, part in zip(self._chain, _tile(self.theta, sum(lengths)).split(lengths),
-                               strict=True):
+            for i, part in zip(self._chain, self._split_laps(lengths), strict=True):
                 out[i] = part
         return [self.window(*r) if t is None else t for r, t in zip(self._reads, out, strict=True)]
+
+    def _split_laps(self, lengths: list[int]) -> list[Tensor]:
+        """Consecutive pieces of ``lengths`` values from 0, going round ``theta`` as often
+        as they need: each lap round ``theta`` is one ``split`` (views; one gradient
+        write per lap), and a piece that crosses the end of a lap is joined."""
+        m = self.theta.numel()
+        bounds = list(itertools.accumulate(lengths, initial=0))
+        total = bounds[-1]
+        cuts = sorted(set(bounds) | set(range(0, total, m)))
+        pieces: dict[int, Tensor] = {}
+        for lap in range(0, total, m):
+            inside = [c for c in cuts if lap <= c < min(lap + m, total)] + [min(lap + m, total)]
+            sizes = [b - a for a, b in itertools.pairwise(inside)]
+            rest = m - sum(sizes)
+            parts = self.theta.split(sizes + ([rest] if rest else []))
+            pieces.update(zip(inside, parts, strict=False))
+        out = []
+        for a, b in itertools.pairwise(bounds):
+            segments, c = [], a
+            while c < b:
+                segments.append(pieces[c])
+                c += segments[-1].numel()
+            out.append(segments[0] if len(segments) == 1 else torch.cat(segments))
+        return out
 
     def window(self, offset: int, length: int) -> Tensor:
         """``length`` consecutive values from ``offset``, wrapping around the end of
