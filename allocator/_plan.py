@@ -26,7 +26,9 @@ from allocator._layers import Slot
 
 __all__ = ["Allocation", "GroupPlan", "Plan", "SlotPlan", "make_plan", "make_pretrain_plan"]
 
-PLAN_FORMAT = 1
+#: 2: upsampling layers read from their own offsets, and `repeat`/`inter` carry fixed
+#: signs; an allocation of format 1 would load into different weights, so it is refused.
+PLAN_FORMAT = 2
 #: Templates of the single-group ``emb`` network that the learned mapping pre-trains.
 PRETRAIN_TEMPLATES = 4
 
