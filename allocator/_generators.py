@@ -10,7 +10,10 @@ parameters, never on the input, so it can be computed once for inference.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -55,8 +58,21 @@ def _lerp_index(n_out: int, n_in: int) -> tuple[Tensor, Tensor, Tensor]:
     return lo, lo + 1, (pos - lo).float()
 
 
+def _signs(index: int, n: int, dtype: torch.dtype) -> Tensor:
+    """``n`` fixed random signs (+1/-1), a function of the layer's index in the plan."""
+    gen = torch.Generator().manual_seed(0x5EED + index)
+    return (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(dtype)
+
+
 class ParameterGroup(nn.Module):
-    """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``."""
+    """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``.
+
+    Every layer of the group registers what it reads (:meth:`add_reader`). Inside
+    :meth:`reading` (the SSN's forward), the windows of all layers whose windows lie end
+    to end are cut from one read of ``theta`` (``split``), so that the backward pass
+    writes ``theta``'s gradient once per group instead of once per layer; outside it,
+    each layer reads only its own windows.
+    """
 
     def __init__(self, plan: GroupPlan, *, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
@@ -67,15 +83,82 @@ class ParameterGroup(nn.Module):
             k = plan.emb_templates
             self.emb_proj = nn.Parameter(torch.zeros(k, EMB_DIM, dtype=dtype, device=device))
             self.emb_bias = nn.Parameter(torch.zeros(k, dtype=dtype, device=device))
+        self._reads: list[tuple[int, int]] = []  # (offset, length) per reader
+        self._chain: list[int] = []  # readers whose windows follow each other from 0
+        self._cursor = 0
+        self._step: list[Tensor] | None = None  # this forward's reads, inside `reading`
+
+    def add_reader(self, offset: int, length: int, *, chain: bool) -> int:
+        """Register a layer reading ``length`` values from ``offset``; its reader index."""
+        if chain and offset == self._cursor % self.theta.numel():
+            self._chain.append(len(self._reads))
+            self._cursor += length
+        self._reads.append((offset, length))
+        return len(self._reads) - 1
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within the block, :meth:`read` serves every layer from one read of ``theta``."""
+        self._step = []
+        try:
+            yield
+        finally:
+            self._step = None
+
+    def read(self, reader: int) -> Tensor:
+        """The values reader ``reader`` registered, as one flat tensor."""
+        if self._step is None:
+            return self.window(*self._reads[reader])
+        if not self._step:
+            self._step.extend(self._read_all())
+        return self._step[reader]
+
+    def _read_all(self) -> list[Tensor]:
+        out: list[Tensor | None] = [None] * len(self._reads)
+        if self._chain:
+            lengths = [self._reads[i][1] for i in self._chain]
+            for i, part in zip(self._chain, self._split_laps(lengths), strict=True):
+                out[i] = part
+        return [self.window(*r) if t is None else t for r, t in zip(self._reads, out, strict=True)]
+
+    def _split_laps(self, lengths: list[int]) -> list[Tensor]:
+        """Consecutive pieces of ``lengths`` values from 0, going round ``theta`` as often
+        as they need: each lap round ``theta`` is one ``split`` (views; one gradient
+        write per lap), and a piece that crosses the end of a lap is joined."""
+        m = self.theta.numel()
+        bounds = list(itertools.accumulate(lengths, initial=0))
+        total = bounds[-1]
+        cuts = sorted(set(bounds) | set(range(0, total, m)))
+        pieces: dict[int, Tensor] = {}
+        for lap in range(0, total, m):
+            inside = [c for c in cuts if lap <= c < min(lap + m, total)] + [min(lap + m, total)]
+            sizes = [b - a for a, b in itertools.pairwise(inside)]
+            rest = m - sum(sizes)
+            parts = self.theta.split(sizes + ([rest] if rest else []))
+            pieces.update(zip(inside, parts, strict=False))
+        out = []
+        for a, b in itertools.pairwise(bounds):
+            segments, c = [], a
+            while c < b:
+                segments.append(pieces[c])
+                c += segments[-1].numel()
+            out.append(segments[0] if len(segments) == 1 else torch.cat(segments))
+        return out
+
+    def window(self, offset: int, length: int) -> Tensor:
+        """``length`` consecutive values from ``offset``, wrapping around the end of
+        ``theta``; a view (no copy) when they do not wrap."""
+        theta = self.theta
+        m = theta.numel()
+        if offset + length <= m:
+            return theta[offset : offset + length]
+        if length <= m:
+            return torch.cat((theta[offset:], theta[: offset + length - m]))
+        return _tile(theta, offset + length)[offset:]
 
     def windows(self, offset: int, count: int, window: int) -> Tensor:
-        """``count`` consecutive windows of ``window`` values from ``offset``, wrapping
-        around the end of ``theta``; a view (no copy) when they do not wrap."""
-        span = count * window
-        theta = self.theta
-        if offset + span <= theta.numel():
-            return theta[offset : offset + span].view(count, window)
-        return _tile(theta, offset + span)[offset:].view(count, window)
+        """``count`` consecutive windows of ``window`` values from ``offset``."""
+        return self.window(offset, count * window).view(count, window)
 
     def extra_repr(self) -> str:
         return f"size={self.theta.numel()}"
@@ -96,6 +179,8 @@ class GeneratedWeight(nn.Module):
     """
 
     scale: Tensor
+    # fixed random signs of `repeat` and `inter`, a buffer (not saved)
+    sign: Tensor
     # interpolation indices and weights of `inter`, buffers (not saved)
     lo0: Tensor
     hi0: Tensor
@@ -104,7 +189,7 @@ class GeneratedWeight(nn.Module):
     hi1: Tensor
     frac1: Tensor
 
-    def __init__(self, slot: SlotPlan, group: ParameterGroup) -> None:
+    def __init__(self, slot: SlotPlan, group: ParameterGroup, index: int = 0) -> None:
         super().__init__()
         self.__dict__["_group"] = group  # not a submodule: the SSN owns the groups
         self.shape = slot.shape
@@ -114,6 +199,8 @@ class GeneratedWeight(nn.Module):
         self.templates = slot.gen.templates
         self.window = slot.gen.window
         self.expand = slot.gen.expand
+        self.reader = group.add_reader(self.offset, self.templates * self.window,
+                                       chain=self.expand is None)
         dtype, device = group.theta.dtype, group.theta.device
         if self.combine == "wavg":
             self.coef = nn.Parameter(torch.zeros(self.templates, dtype=dtype, device=device))
@@ -125,6 +212,8 @@ class GeneratedWeight(nn.Module):
         if self.expand == "mask":
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
+        if self.expand in ("repeat", "inter"):
+            sign = _signs(index, self.numel, dtype)
         if self.expand == "inter":
             rows = self.shape[0]
             cols = self.numel // rows
@@ -135,6 +224,8 @@ class GeneratedWeight(nn.Module):
                 self.register_buffer(f"hi{axis}", hi.to(device), persistent=False)
                 self.register_buffer(f"frac{axis}", frac.to(device=device, dtype=dtype),
                                      persistent=False)
+        if self.expand in ("repeat", "inter"):
+            self.register_buffer("sign", sign.to(device=device, dtype=dtype), persistent=False)
 
     @property
     def group(self) -> ParameterGroup:
@@ -142,11 +233,11 @@ class GeneratedWeight(nn.Module):
 
     def forward(self, _original: Tensor) -> Tensor:
         group = self.group
-        t = group.windows(self.offset, self.templates, self.window)
+        t = group.read(self.reader).view(self.templates, self.window)
         if self.combine == "slice":
             w = t[0]
         elif self.combine == "wavg":
-            w = (self.coef @ t) / self.scale
+            w = (self.coef / self.scale) @ t  # scale the K coefficients, not the weight
         elif self.combine == "emb":
             assert group.emb_proj is not None and group.emb_bias is not None
             k = self.templates
@@ -157,7 +248,7 @@ class GeneratedWeight(nn.Module):
         if self.expand is None:
             return w.view(self.shape)
         if self.expand == "repeat":
-            return _tile(w, self.numel).view(self.shape)
+            return (_tile(w, self.numel) * self.sign).view(self.shape)
         if self.expand == "mask":
             scale = self.mask.repeat_interleave(MASK_WINDOW)[: self.numel - self.window]
             tail = _tile(w, self.numel)[self.window :] * scale
@@ -170,7 +261,7 @@ class GeneratedWeight(nn.Module):
                            self.frac0[:, None])
         big = torch.lerp(small.index_select(1, self.lo1), small.index_select(1, self.hi1),
                          self.frac1)
-        return big.view(self.shape)
+        return (big.view(-1) * self.sign).view(self.shape)
 
     def extra_repr(self) -> str:
         gen = self.expand if self.combine == "slice" and self.expand else self.combine

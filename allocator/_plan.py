@@ -33,7 +33,9 @@ __all__ = [
     "make_pretrain_plan",
 ]
 
-PLAN_FORMAT = 1
+#: 2: upsampling layers read from their own offsets, and `repeat`/`inter` carry fixed
+#: signs; an allocation of format 1 would load into different weights, so it is refused.
+PLAN_FORMAT = 2
 #: Templates of the single-group ``emb`` network that the learned mapping pre-trains.
 PRETRAIN_TEMPLATES = 4
 
@@ -157,13 +159,23 @@ class Plan:
 
 def _place(slots: Sequence[Slot], assignment: Sequence[int], sizes: Sequence[int],
            gens: Sequence[LayerGen]) -> list[int]:
-    """Window offsets: a group's windows laid end to end around its theta."""
+    """Window offsets: a group's windows laid end to end around its theta.
+
+    A layer larger than its group reads all of theta, rotated: the ``j``-th of ``u``
+    such layers starts at ``j * m // u``, so that two of them with the same shape do
+    not generate the same weight.
+    """
     cursor = [0] * len(sizes)
+    upsampling = [0] * len(sizes)
+    for group, gen in zip(assignment, gens, strict=True):
+        upsampling[group] += gen.expand is not None
+    seen = [0] * len(sizes)
     offsets = []
     for group, gen in zip(assignment, gens, strict=True):
         m = sizes[group]
-        if gen.expand is not None:  # upsampling reads all of theta from 0
-            offsets.append(0)
+        if gen.expand is not None:
+            offsets.append(seen[group] * m // upsampling[group])
+            seen[group] += 1
             continue
         offsets.append(cursor[group] % m)
         cursor[group] = (cursor[group] + gen.templates * gen.window) % m

@@ -8,6 +8,7 @@ returned :class:`SSN` holds the model and the parameter groups.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -99,7 +100,10 @@ class SSN(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # Each generated weight is computed once per call, however often it is read.
-        with parametrize.cached():
+        # and each group's windows are read from theta once (one gradient write per group).
+        with parametrize.cached(), contextlib.ExitStack() as stack:
+            for group in self.groups:
+                stack.enter_context(cast(ParameterGroup, group).reading())
             return self.model(*args, **kwargs)
 
     def generators(self) -> list[tuple[str, GeneratedWeight]]:
@@ -129,7 +133,7 @@ class SSN(nn.Module):
         """Replace every shared weight by its generator; return the dense originals."""
         originals: dict[int, Tensor] = {}
         for index, slot in enumerate(self._plan.slots):
-            gen = GeneratedWeight(slot, self.groups[slot.group])  # type: ignore[arg-type]
+            gen = GeneratedWeight(slot, self.groups[slot.group], index)  # type: ignore[arg-type]
             owners = [self.model.get_submodule(_split(o)[0]) for o in slot.owners]
             # An embedding's padding row stays zero in every owner of a tied weight.
             pad = padding_rows(owners)
@@ -262,7 +266,7 @@ def shapeshift(
     *,
     groups: int | None = None,
     templates: int = 4,
-    downsample: str = "emb",
+    downsample: str = "wavg",
     upsample: str = "inter",
     mapping: str = "single",
     manual_map: Mapping[str, object] | None = None,
@@ -282,7 +286,7 @@ def shapeshift(
             ``type`` and ``manual`` mappings (which refuse an explicit value).
         templates: the most templates ``K_max`` a layer mixes when it is smaller than
             its group (default 4, the paper's).
-        downsample: ``emb`` (default), ``wavg``, ``avg`` or ``slice``: how a layer
+        downsample: ``wavg`` (default), ``emb``, ``avg`` or ``slice``: how a layer
             smaller than its group combines templates.
         upsample: ``inter`` (default), ``repeat`` or ``mask``: how a layer larger than
             its group expands it.

@@ -1,7 +1,8 @@
 """Training-step time of an SSN against the plain model, side by side in one run.
 
 For each model and budget: one training step (forward, backward, SGD step) on the same
-batch, the plain model and the SSN interleaved step by step so that both see the same
+batch, the plain model and the SSN (in several settings) interleaved step by step so that
+all see the same
 machine state; the median of the steps is reported, and the ratio SSN / plain. The
 materialised SSN (``allocator.materialize``) is timed the same way, for training and for
 inference.
@@ -17,8 +18,9 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +31,54 @@ from trials.zoo import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# (spec, input shape, batch): WRN-16-4 on CIFAR shape, batch 64; a 4-layer Transformer
-# encoder classifier (d_model 256) over sequences of 128 positions.
-MODELS = {
+# (input shape, batch) of the zoo's models: WRN-16-4 on CIFAR shape, batch 64; a 4-layer
+# Transformer encoder classifier (d_model 256) over sequences of 128 positions.
+ZOO = {
     "wrn-16-4": ((3, 32, 32), 64),
     "transformer-4x256": ((64, 128), 32),
 }
+# transformers' models built from their configs (default vocabularies): batch 16 x 128 tokens.
+HF = ("bert-2x64", "gpt2-2x64")
+MODELS = (*ZOO, *HF)
+TOKENS = (16, 128)
+
+# SSN settings timed against the plain model: shapeshift's defaults; one group of 4
+# templates with `emb` (the paper's code's high-budget setting); round robin over 4 groups.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "1 group x 4 templates, emb": {"groups": 1, "templates": 4, "downsample": "emb"},
+    "roundrobin 4 groups, emb": {"mapping": "roundrobin", "groups": 4, "downsample": "emb"},
+}
+
+
+def _build(spec: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The plain model and one batch (inputs, labels)."""
+    torch.manual_seed(0)
+    if spec in ZOO:
+        shape, batch = ZOO[spec]
+        x = torch.randn(batch, *shape)
+        return build_model(spec, input_shape=shape, num_classes=10), x, torch.randint(0, 10, (batch,))
+    import transformers
+
+    if spec == "bert-2x64":
+        model: nn.Module = transformers.BertForSequenceClassification(transformers.BertConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+            num_labels=10))
+    else:
+        model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
+            n_embd=64, n_layer=2, n_head=2, num_labels=10, pad_token_id=0))
+    x = torch.randint(1, 1000, TOKENS)
+    return model, x, torch.randint(0, 10, (TOKENS[0],))
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
     t0 = time.perf_counter()
-    loss = F.cross_entropy(model(x), y)
+    loss = F.cross_entropy(_logits(model, x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -49,7 +88,7 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torc
 def _infer(model: nn.Module, x: torch.Tensor) -> float:
     t0 = time.perf_counter()
     with torch.no_grad():
-        model(x)
+        _logits(model, x)
     return time.perf_counter() - t0
 
 
@@ -64,50 +103,46 @@ def _interleaved(fns: dict[str, Callable[[], float]], steps: int, warmup: int) -
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> list[dict]:
-    shape, batch = MODELS[spec]
-    torch.manual_seed(0)
-    x = torch.randn(batch, *shape)
-    y = torch.randint(0, 10, (batch,))
-    rows = []
+def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Iterator[dict]:
+    """Per budget: the plain model, the SSN in every setting and the materialised
+    default SSN, trained step by step in turn; then inference of plain, SSN, materialised."""
     for budget in budgets:
-        plain = build_model(spec, input_shape=shape, num_classes=10)
-        ssn = allocator.shapeshift(plain, budget, mapping="roundrobin", groups=4,
-                                   downsample="emb", upsample="inter")
-        mat = allocator.materialize(ssn)
-        models = {"plain": plain, "ssn": ssn, "materialized": mat}
+        plain, x, y = _build(spec)
+        models: dict[str, nn.Module] = {"plain": plain}
+        for name, options in SETTINGS.items():
+            try:
+                models[name] = allocator.shapeshift(plain, budget, **options)
+            except allocator.NPASError as exc:  # e.g. fewer shareable layers than groups
+                print(f"{spec} budget {budget} {name}: {exc}", flush=True)
+        models["materialized"] = allocator.materialize(models["defaults"])
         for m in models.values():
             m.train()
         opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
         train = _interleaved(
-            {k: (lambda m=m, o=opts[k]: _step(m, o, x, y)) for k, m in models.items()}, steps, warmup
+            {k: (lambda m=m, o=opts[k], x=x, y=y: _step(m, o, x, y)) for k, m in models.items()},
+            steps, warmup,
         )
-        for m in models.values():
+        timed = {k: models[k] for k in ("plain", "defaults", "materialized")}
+        for m in timed.values():
             m.eval()
-        infer = _interleaved({k: (lambda m=m: _infer(m, x)) for k, m in models.items()}, steps, warmup)
+        infer = _interleaved({k: (lambda m=m, x=x: _infer(m, x)) for k, m in timed.items()},
+                             steps, warmup)
         row = {
             "model": spec,
             "budget": budget,
-            "batch": batch,
             "params_plain": allocator.count_parameters(plain),
-            "params_ssn": allocator.count_parameters(ssn),
+            "params_ssn": {k: allocator.count_parameters(models[k]) for k in SETTINGS
+                           if k in models},
             "step_s": train,
             "infer_s": infer,
-            "step_ratio_ssn": train["ssn"] / train["plain"],
-            "step_ratio_materialized": train["materialized"] / train["plain"],
-            "infer_ratio_ssn": infer["ssn"] / infer["plain"],
-            "infer_ratio_materialized": infer["materialized"] / infer["plain"],
+            "step_ratio": {k: train[k] / train["plain"] for k in train if k != "plain"},
+            "infer_ratio": {k: infer[k] / infer["plain"] for k in infer if k != "plain"},
         }
-        print(
-            f"{spec:18s} budget {budget:<4} params {row['params_ssn']:>10,} / {row['params_plain']:,}"
-            f"  step plain {train['plain']*1e3:7.1f} ms  ssn {row['step_ratio_ssn']:.3f}x"
-            f"  materialized {row['step_ratio_materialized']:.3f}x"
-            f"  inference ssn {row['infer_ratio_ssn']:.3f}x materialized "
-            f"{row['infer_ratio_materialized']:.3f}x",
-            flush=True,
-        )
-        rows.append(row)
-    return rows
+        ratios = "  ".join(f"{k} {v:.3f}x" for k, v in row["step_ratio"].items())
+        print(f"{spec:18s} budget {budget:<4} plain step {train['plain'] * 1e3:7.1f} ms  {ratios}"
+              f"  | inference defaults {row['infer_ratio']['defaults']:.3f}x "
+              f"materialized {row['infer_ratio']['materialized']:.3f}x", flush=True)
+        yield row
 
 
 def main() -> None:
@@ -120,9 +155,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "step.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    for spec in args.models:
-        rows += bench_model(spec, args.budgets, args.steps, args.warmup)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": "python benchmarks/bench_step.py " + " ".join(
@@ -132,11 +164,16 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
-        "mapping": "roundrobin, 4 groups, emb / inter",
+        "settings": SETTINGS,
+        "note": "GPT-2's Conv1D weights are not shareable on this version: only its "
+                "embeddings and the classifier are generated",
     }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    rows: list[dict] = []
+    for spec in args.models:
+        for row in bench_model(spec, args.budgets, args.steps, args.warmup):
+            rows.append(row)  # written after every row: a cut-short run keeps its figures
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()

@@ -181,7 +181,7 @@ def test_width_must_be_positive_and_finite(width: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "shape"), [("wrn-16-4", (1, 40)), ("resnet-20", (40,)), ("cnn1d", (3, 32, 32))]
+    ("spec", "shape"), [("wrn-16-4", (1, 40)), ("resnet-20", (40,)), ("cnn1d", (3, 8, 8, 8))]
 )
 def test_wrong_input_rank_is_a_config_error(spec: str, shape: tuple[int, ...]) -> None:
     with pytest.raises(ConfigError, match="needs input_shape"):

@@ -63,8 +63,8 @@ _FAMILIES: dict[str, tuple[str | None, int, int]] = {
 # Input ranks each family accepts; empty: any.
 _RANKS: dict[str, tuple[int, ...]] = {
     "mlp": (),
-    "cnn1d": (1, 2),
-    "resnet1d": (1, 2),
+    "cnn1d": (1, 2, 3),
+    "resnet1d": (1, 2, 3),
     "resnet": (3,),
     "wrn": (3,),
     "transformer": (1, 2, 3),
@@ -147,7 +147,8 @@ def build_model(
     """Build the model ``spec`` for inputs of ``input_shape`` (no batch dimension).
 
     ``width`` multiplies every channel and hidden width (rounded, at least 1); depth is
-    unchanged. 1-D families (``cnn1d``, ``resnet1d``) take ``(C, L)`` or ``(L,)``;
+    unchanged. 1-D families (``cnn1d``, ``resnet1d``) take ``(C, L)`` or ``(L,)``, and
+    read an image ``(C, H, W)`` row by row as ``(C, H * W)``;
     image families (``resnet``, ``wrn``) take ``(C, H, W)`` of any size; ``mlp`` takes
     anything; ``transformer`` and ``lstm`` read ``(C, L)`` as L positions of C features
     and ``(C, H, W)`` as H positions (rows) of C*W features.
@@ -207,7 +208,8 @@ def _heads(d_model: int) -> int:
 
 
 def _as_1d(shape: tuple[int, ...]) -> tuple[int, int]:
-    return (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
+    """(channels, length): an image ``(C, H, W)`` is read row by row, ``(C, H * W)``."""
+    return (1, shape[0]) if len(shape) == 1 else (shape[0], math.prod(shape[1:]))
 
 
 def _sequence_shape(shape: tuple[int, ...]) -> tuple[int, int]:

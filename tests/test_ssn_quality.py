@@ -1,0 +1,51 @@
+"""The SSN at its defaults trains at low budgets: the cases that diverged before.
+
+``npas train --model cnn1d --data mnist1d --method ssn --budget B`` at 0.05 and 0.1 (SGD
+at the trial's default learning rate 0.1) diverged or stayed near chance when every
+layer larger than its group read the group the same way (``conv2`` and ``conv3`` got the
+same weights, and each shared value's gradient summed ten coherent copies).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import allocator
+import trials
+from trials.zoo import build_model
+
+
+@pytest.mark.parametrize("budget", [0.05, 0.1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cnn1d_on_mnist1d_trains_at_low_budgets_with_the_defaults(budget, seed) -> None:
+    result = trials.run({"model": "cnn1d", "data": "mnist1d", "method": "ssn",
+                         "budget": budget, "epochs": 20, "seed": seed, "threads": 1})
+    assert result.status == "complete", result.failure_reason
+    assert result.val_accuracy is not None and result.val_accuracy > 0.3  # chance: 0.1
+
+
+def test_layers_of_one_shape_in_one_group_get_different_weights() -> None:
+    model = build_model("cnn1d", input_shape=(1, 40), num_classes=10)
+    ssn = allocator.shapeshift(model, 0.05)
+    gens = dict(ssn.generators())
+    assert gens["conv2.weight"].expand == gens["conv3.weight"].expand == "inter"
+    conv2, conv3 = ssn.model.conv2.weight, ssn.model.conv3.weight
+    assert conv2.shape == conv3.shape
+    assert not torch.allclose(conv2.abs(), conv3.abs())
+
+
+@pytest.mark.parametrize("upsample", ["repeat", "inter"])
+def test_upsampled_copies_carry_fixed_signs(upsample) -> None:
+    """``repeat`` tiles theta; its copies differ by fixed random signs, not in magnitude."""
+    model = nn.Sequential(nn.Linear(20, 30, bias=False))
+    ssn = allocator.shapeshift(model, 50, upsample=upsample)
+    weight = ssn.model[0].weight.detach().reshape(-1)
+    sign = ssn.generators()[0][1].sign
+    assert set(sign.unique().tolist()) == {-1.0, 1.0}
+    again = allocator.shapeshift(model, 50, upsample=upsample)
+    torch.testing.assert_close(again.generators()[0][1].sign, sign)  # same plan, same signs
+    if upsample == "repeat":
+        theta = ssn.groups[0].theta.detach()
+        torch.testing.assert_close(weight, theta.repeat(-(-600 // 50))[:600] * sign)
