@@ -82,4 +82,4 @@ class Launches:
             self.target = target
             if tally.done + len(running) >= target:
                 return None
-            return self.study.ask(controller=self.me.id, params=params)
+            return self.study.ask(controller=self.me.id, params=params, known=len(trials))

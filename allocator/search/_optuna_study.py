@@ -92,11 +92,31 @@ class OptunaStudy:
 
     # ------------------------------------------------------------ writing
 
-    def ask(self, *, controller: str, params: Mapping[str, Any] | None = None) -> optuna.Trial:
-        """A new trial claimed by ``controller`` (``params`` queued first, if given)."""
+    def ask(self, *, controller: str, params: Mapping[str, Any] | None = None,
+            known: int | None = None) -> optuna.Trial:
+        """A new trial claimed by ``controller`` (``params`` queued first, if given).
+
+        ``known`` is how many trials the study had when the caller, holding the launch
+        lease, last read it. An ask whose commit went through but whose answer was lost
+        to a database outage left a running trial that nobody claimed: the retry adopts
+        it instead of asking again, so the outage costs no extra trial."""
+        import optuna
+        from optuna.trial import TrialState
+
         if params is not None:
             self.call(partial(self.study.enqueue_trial, dict(params)), "queue a trial")
-        trial = self.call(self.study.ask, "ask for a trial")
+        lost: list[int] = []
+
+        def already() -> bool:
+            if known is None:
+                return False
+            lost.extend(t.number for t in self.trials() if t.number >= known
+                        and t.state == TrialState.RUNNING and ATTR_CONTROLLER not in t.user_attrs)
+            return bool(lost)
+
+        trial = self.call(self.study.ask, "ask for a trial", already=already)
+        if trial is None:
+            trial = optuna.trial.Trial(self.study, self.trial_id(lost[0]))
         self.call(partial(trial.set_user_attr, ATTR_CONTROLLER, controller), "claim a trial")
         return cast("optuna.Trial", trial)
 
