@@ -16,9 +16,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from allocator._errors import ConfigError
-from search_spaces._dims import Choice, Dimension, FloatRange, IntRange, _items
+from search_spaces._conditions import (
+    build_conditions,
+    check_dimension,
+    check_reachable,
+    possible,
+    topological_order,
+)
+from search_spaces._dims import Choice, Dimension, FloatRange, IntRange
 from search_spaces._user import check_user_name, fold, is_user, unfold
-from search_spaces._vocab import FIELDS, FIXED_ONLY, RULE_DEFAULTS, RULES, check_value
+from search_spaces._vocab import FIELDS, FIXED_ONLY, RULE_DEFAULTS, check_value
 
 if TYPE_CHECKING:
     import optuna
@@ -75,7 +82,7 @@ class SearchSpace:
             if names.count(name) > 1:
                 raise ConfigError(f"{where}: dimension {name!r} is given twice")
         for dim in dims:
-            _check_dimension(where, dim)
+            check_dimension(where, dim)
         for key, value in self.fixed.items():
             if key in names:
                 raise ConfigError(f"{where}: {key!r} is both searched and fixed; keep one")
@@ -90,10 +97,12 @@ class SearchSpace:
                     f"{where}: fixed.{key} is not a search field; allowed: "
                     + ", ".join([*FIELDS, *FIXED_ONLY])
                 )
-        conditions = {name: self._build_conditions(where, name) for name in self._entries()}
+        entries = self._entries()
+        by_name = self._dims_by_name
+        conditions = {n: build_conditions(where, n, set(entries), by_name) for n in entries}
         object.__setattr__(self, "_conditions", conditions)
-        object.__setattr__(self, "_order", self._topological_order(where, conditions))
-        self._check_reachable(where)
+        object.__setattr__(self, "_order", topological_order(where, entries, conditions))
+        check_reachable(where, conditions, self.fixed, by_name)
         if self._can_be("mapping", "manual") and "manual_map" not in self.fixed:
             raise ConfigError(
                 f"{where}: mapping 'manual' needs fixed.manual_map (layer name -> group)"
@@ -344,84 +353,9 @@ class SearchSpace:
         conds = self._conditions[name]
         return all(key in values and values[key] in allowed for key, allowed in conds.items())
 
-    def _build_conditions(self, where: str, name: str) -> dict[str, frozenset[Any]]:
-        entries = set(self._entries())
-        conds: dict[str, frozenset[Any]] = {}
-        for key, allowed in RULES.get(name, {}).items():
-            if key in entries or key in RULE_DEFAULTS:
-                conds[key] = allowed
-            else:
-                raise ConfigError(
-                    f"{where}: {name} only applies when {key} is one of "
-                    f"{', '.join(sorted(allowed))}; add {key} to dims or fixed"
-                )
-        dim = self._dims_by_name.get(name)
-        for key, values in _items(dim.when) if dim is not None else ():
-            if key not in entries:
-                raise ConfigError(
-                    f"{where}: dimension {name!r} has a condition on {key!r}, which the space "
-                    f"neither searches nor fixes; it has: {', '.join(sorted(entries))}"
-                )
-            if key == name:
-                raise ConfigError(f"{where}: dimension {name!r} has a condition on itself")
-            if key in FIELDS:
-                for v in values:
-                    problem = check_value(FIELDS[key], v)
-                    if problem:
-                        raise ConfigError(f"{where}: {name}.when.{key} {problem}")
-            conds[key] = conds.get(key, frozenset(values)) & frozenset(values)
-        return conds
-
-    def _topological_order(
-        self, where: str, conditions: Mapping[str, Mapping[str, Any]]
-    ) -> tuple[str, ...]:
-        entries = self._entries()
-        order: list[str] = []
-        state: dict[str, int] = {}
-
-        def visit(name: str, chain: tuple[str, ...]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                cycle = " -> ".join((*chain, name))
-                raise ConfigError(f"{where}: conditions form a cycle: {cycle}")
-            state[name] = 1
-            for dep in conditions[name]:
-                if dep in conditions:
-                    visit(dep, (*chain, name))
-            state[name] = 2
-            order.append(name)
-
-        for name in entries:
-            visit(name, ())
-        return tuple(order)
-
-    def _possible(self, name: str) -> frozenset[Any] | None:
-        """The values ``name`` can take in this space (``None``: unbounded)."""
-        if name in self.fixed:
-            return frozenset([self.fixed[name]])
-        dim = self._dims_by_name.get(name)
-        if isinstance(dim, Choice):
-            return frozenset(dim.values)
-        if dim is None and name in RULE_DEFAULTS:
-            return frozenset([RULE_DEFAULTS[name]])
-        return None
-
     def _can_be(self, name: str, value: Any) -> bool:
-        possible = self._possible(name)
-        return possible is not None and value in possible
-
-    def _check_reachable(self, where: str) -> None:
-        for name, conds in self._conditions.items():
-            for key, allowed in conds.items():
-                possible = self._possible(key)
-                if possible is not None and not (possible & allowed):
-                    what = "dimension" if name in self._dims_by_name else "fixed value"
-                    raise ConfigError(
-                        f"{where}: {what} {name!r} never applies: it needs {key} in "
-                        f"{{{', '.join(sorted(map(str, allowed)))}}}, but {key} can only be "
-                        f"{', '.join(sorted(map(str, possible)))}"
-                    )
+        can = possible(name, self.fixed, self._dims_by_name)
+        return can is not None and value in can
 
     def _walk(
         self,
@@ -461,34 +395,3 @@ class SearchSpace:
         for value in choices:
             yield from self._walk(index + 1, {**values, name: value}, {**params, name: value},
                                   first_only, skip=skip, both=both)
-
-
-def _check_dimension(where: str, dim: Dimension) -> None:
-    if is_user(dim.name):  # the user's own: its factory or trial function checks values
-        check_user_name(where, dim.name, FIELDS)
-        return
-    spec = FIELDS.get(dim.name)
-    if spec is None:
-        hint = f" ({FIXED_ONLY[dim.name]}; put it in fixed)" if dim.name in FIXED_ONLY else ""
-        raise ConfigError(
-            f"{where}: unknown dimension {dim.name!r}{hint}; searchable fields: "
-            + ", ".join(FIELDS)
-        )
-    if isinstance(dim, Choice):
-        for value in dim.values:
-            problem = check_value(spec, value)
-            if problem:
-                raise ConfigError(f"{where}: {dim.name} choice {problem}")
-        return
-    wanted = IntRange if spec.kind is int else FloatRange if spec.kind is float else Choice
-    if not isinstance(dim, wanted):
-        kind = {IntRange: "int", FloatRange: "float", Choice: "choice"}[wanted]
-        raise ConfigError(
-            f"{where}: {dim.name} is {spec.describe()}; give it type {kind!r} or 'choice'"
-        )
-    for attr in ("low", "high"):
-        problem = check_value(spec, getattr(dim, attr))
-        if problem:
-            raise ConfigError(f"{where}: {dim.name}.{attr} {problem}")
-
-
