@@ -92,7 +92,8 @@ class _Driver(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                         result: dict[str, Any], **info: Any) -> None:
-        model = result.pop(MODEL, None)  # Tune lets a callback change the result in place
+        # Tune lets a callback change the result in place; this one runs before the loggers
+        model = result.pop(MODEL, None)
         if model is not None:
             hooks_of(self.study).models[trial.trial_id] = model
 
@@ -133,7 +134,7 @@ def run_tune(settings: Any, *, searcher: NpasOptunaSearch, samples: int, objs: S
                 run_config=tune.RunConfig(
                     name=Path(experiment_dir(folder, settings.study)).name, storage_path=folder,
                     failure_config=tune.FailureConfig(max_failures=settings.max_retries),
-                    callbacks=[*tune_loggers(settings.log), _Driver(settings.study)], verbose=0,
+                    callbacks=[_Driver(settings.study), *tune_loggers(settings.log)], verbose=0,
                 ),
             )
         return tuner.fit()
