@@ -162,9 +162,9 @@ def run_ray(
                      "failed_trials": failed})
 
 
-def run_checkout(checkout: str, k: int, n: int, tmp: Path) -> dict[str, Any]:
-    """``run_ray`` (the pool, the fixed trial) of another checkout of npas (e.g. the main
-    branch before a change), in a process of its own, right after this one's."""
+def run_checkout(checkout: str, k: int, n: int, tmp: Path, engine: str = "pool") -> dict[str, Any]:
+    """``run_ray`` (the fixed trial, on ``engine``) of another checkout of npas (e.g. the
+    main branch before a change), in a process of its own, right after this one's."""
     import subprocess
 
     code = (
@@ -172,7 +172,8 @@ def run_checkout(checkout: str, k: int, n: int, tmp: Path) -> dict[str, Any]:
         "optuna.logging.set_verbosity(optuna.logging.WARNING); "
         "ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=40); "
         "import bench_controller as b; "
-        f"out = b.run_ray({k}, {n}, Path({str(tmp)!r}), 'bench_controller:fixed_trial', {{}}); "
+        f"out = b.run_ray({k}, {n}, Path({str(tmp)!r}), 'bench_controller:fixed_trial', {{}}"
+        + (f", engine={engine!r}" if engine != "pool" else "") + "); "
         "ray.shutdown(); print(json.dumps(out))"
     )
     root = Path(checkout).resolve()
@@ -180,7 +181,8 @@ def run_checkout(checkout: str, k: int, n: int, tmp: Path) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True, cwd=root)
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["driver"] = f"npas on Ray at {root.name} (before)"
+    tag = "" if engine == "pool" else f", engine {engine}"
+    out["driver"] = f"npas on Ray{tag} at {root.name} (before)"
     return dict(out)
 
 
@@ -249,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="pool,tune",
                         help="npas engines to measure side by side (default pool,tune)")
     parser.add_argument("--baseline", metavar="CHECKOUT",
-                        help="also measure the pool of another npas checkout (e.g. /work/main), "
-                             "interleaved with this one's: a regression check")
+                        help="also measure the --engines of another npas checkout (e.g. "
+                             "/work/main), interleaved with this one's: a regression check")
     parser.add_argument("--out", default=str(HERE / "results" / "controller.json"))
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -282,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                             "bench_controller:fixed_trial", {}, engine=e), r)
                     if args.baseline:
                         ray.shutdown()  # the other checkout starts its own local Ray
-                        measure("fixed", lambda k: run_checkout(
-                            args.baseline, k, args.trials, tmp / f"b{next(counter)}"), r)
+                        for engine in args.engines.split(","):
+                            measure("fixed", lambda k, e=engine: run_checkout(
+                                args.baseline, k, args.trials, tmp / f"b{next(counter)}", e), r)
                         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                                  logging_level=40)
                     measure("fixed", lambda k: run_optuna(

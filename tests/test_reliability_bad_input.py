@@ -307,8 +307,6 @@ CLI_CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
      ("--log mlflow needs the mlflow package, which is not installed", "pip install mlflow")),
     ("search-log-on-the-pool", [*SEARCH, "--log", "tensorboard"],
      ("--log tensorboard is a Ray Tune logger", "--engine tune")),
-    ("search-tune-keeping-models", [*SEARCH, "--engine", "tune", "--keep-models", "all"],
-     ("--keep-models keeps weights on the pool engine only",)),
     ("search-unknown-sampler", [*SEARCH, "--sampler", "cmaes"],
      ("argument --sampler: invalid choice: 'cmaes'", "tpe", "nsga2")),
     ("search-unknown-space", [*SEARCH, "--space", "huge"],

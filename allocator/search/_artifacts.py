@@ -46,14 +46,17 @@ def open_store(path: Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(base_path=path)
 
 
-def keep(store: FileSystemArtifactStore, trial: optuna.Trial, data: bytes) -> str:
-    """Upload one trial's weights; returns the artifact id."""
+def keep(store: FileSystemArtifactStore, trial: optuna.Trial | optuna.trial.FrozenTrial,
+         data: bytes, storage: optuna.storages.BaseStorage | None = None) -> str:
+    """Upload one trial's weights; returns the artifact id. A ``FrozenTrial`` (the Tune
+    engine holds no ``optuna.Trial``) needs its study's ``storage``."""
     from optuna.artifacts import upload_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"trial-{trial.number}.pt"
         path.write_bytes(data)
-        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                               storage=storage)
 
 
 def attach_to_study(

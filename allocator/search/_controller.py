@@ -162,7 +162,7 @@ class _Search:
             with store._errors("write to"):  # a database lost mid-search: one line, not a trace
                 study = self._open_study(store, db, me, space, art_dir)
                 if launcher is None:
-                    self._tune(store, study, me, space)
+                    self._tune(store, study, me, space, art_dir)
                 else:
                     self._loop(store, study, me, launcher, space, floor, art_dir)
             pareto = db.call(lambda: pareto_front(store, self.s.study), "read the results")
@@ -261,42 +261,62 @@ class _Search:
                     self._finish(recorder, study, run)
                     asked.pop(run.number, None)
         except BaseException:
-            self._interrupt(store, study, me, launcher)
+            self._interrupt(store, study, me, launcher.running, launcher.stop)
             raise
         self.loop_s = time.monotonic() - loop_start
         self.tally.reset(study.trials())
         self._report(0, finished=True)
 
     def _tune(self, store: StudyStore, study: OptunaStudy, me: Controller,
-              space: SearchSpace) -> None:
+              space: SearchSpace, art_dir: Path | None) -> None:
         """The trials on ``ray.tune.Tuner``: Tune's ``OptunaSearch`` on this study asks,
-        the same recorder writes (see ``_launch_tune.py``)."""
-        from allocator.search._launch_tune import run_dir, run_tune, tune_search_alg
+        the same recorder writes (see ``_launch_tune.py``); a run Tune stopped on SIGINT
+        is left for ``--resume`` to restore (see ``_tune_run.py``)."""
+        from allocator.search import _tune_run as tr
+        from allocator.search._launch_tune import tune_search_alg
 
-        recorder = Recorder(study, store, self.objs, controller=me.id, engine="tune")
+        art_store = _artifacts.open_store(art_dir) if art_dir else None
+
+        def keep(number: int, model: bytes, values: list[float]) -> None:
+            if art_store is not None and (self.s.keep_models == "all" or self.tally.on_front(values)):
+                study.call(lambda: _artifacts.keep(art_store, study.trial(number), model,
+                                                   storage=study.storage), "keep a trial's weights")
+
+        recorder = Recorder(study, store, self.objs, controller=me.id, engine="tune", keep=keep)
         self.launches = launches = Launches(study, store, me, trials=self.s.trials)
+        folder = tr.run_dir(store.sqlite_file, self.s.artifacts)
+        restore = tr.restorable(study, me, self.s.trials) if self.resume else None
         if self.resume:
-            launches.recover()
+            launches.recover()  # what Tune does not go on with is failed and queued again
         self.tally.reset(study.trials())
         samples = self.s.trials - self.tally.done
-        searcher = tune_search_alg(self.s, recorder=recorder, sampler=study.study.sampler,
-                                   storage=store.optuna_storage, controller=me.id, space=space)
+        hooks = tune_search_alg(self.s, recorder=recorder, sampler=study.study.sampler,
+                                storage=store.optuna_storage, controller=me.id, space=space,
+                                keep=art_store is not None).hooks
         ticked = [0.0]
 
         def finished(run: Finished, status: str, values: list[float] | None) -> None:
             self._ended(run, status, values)
-            self._report(searcher.running)
+            self._report(hooks.searcher.running)
 
         def tick() -> None:
             if time.monotonic() - ticked[0] >= _TICK_S:
                 ticked[0] = time.monotonic()
-                self._report(searcher.running)
+                self._report(hooks.searcher.running)
 
         loop_start = time.monotonic()
-        if samples > 0:
-            run_tune(self.s, searcher=searcher, samples=samples, objs=self.objs,
-                     folder=run_dir(store.sqlite_file, self.s.artifacts), on_finished=finished,
-                     tick=tick)
+        try:
+            if samples > 0 or restore is not None:
+                tr.run_tune(self.s, searcher=hooks.searcher, samples=samples, objs=self.objs,
+                         folder=folder, on_finished=finished, tick=tick, controller=me.id,
+                         restore=restore)
+        except BaseException:  # SIGTERM (a KeyboardInterrupt here) or an error
+            self._interrupt(store, study, me, hooks.searcher.in_flight)
+            raise
+        if hooks.searcher.in_flight:  # Tune's SIGINT handler stopped it, its state saved
+            tr.mark_for_restore(study, tr.experiment_dir(folder, self.s.study),
+                             hooks.searcher.in_flight, self.s.trials)
+            raise KeyboardInterrupt
         self.loop_s = time.monotonic() - loop_start
         self.tally.reset(study.trials())
         self._report(0, finished=True)
@@ -344,9 +364,9 @@ class _Search:
             self.last = f"trial {run.number} {status}" + (f": {reason}" if reason else "")
 
     def _interrupt(self, store: StudyStore, study: OptunaStudy, me: Controller,
-                   launcher: PoolLauncher) -> None:
-        """Ctrl-C or an error: fail the trials in flight and queue them again (once)."""
-        running = launcher.running
+                   running: list[int], stop: Callable[[], None] | None = None) -> None:
+        """Ctrl-C or an error: fail the trials in flight and queue them again (once);
+        ``stop`` the engine."""
         lease: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if running:  # so that no other controller counts the study meanwhile
             lease = me.lease(timeout_s=5, retry=False)
@@ -359,7 +379,8 @@ class _Search:
                         logger.warning("could not mark trial %d as interrupted", number)
         except Exception:
             logger.warning("could not mark the trials in flight as interrupted")
-        launcher.stop()
+        if stop is not None:
+            stop()
 
     def _report(self, running: int, finished: bool = False) -> None:
         counts = self.tally.counts

@@ -47,9 +47,6 @@ def check_engine(settings: Any) -> None:
         raise ConfigError(
             f"--log {settings.log[0]} is a Ray Tune logger: add --engine tune, or drop --log"
         )
-    if settings.engine == "tune" and settings.keep_models != "none":
-        raise ConfigError("--keep-models keeps weights on the pool engine only: add --engine "
-                          "pool, or drop --keep-models (npas export retrains a trial)")
 
 
 def tune_loggers(names: tuple[str, ...]) -> list[Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,12 +45,16 @@ from allocator.search._worker import (
     state_from,
 )
 
-__all__ = ["ParetoScheduler", "make_scheduler", "tune_search_alg", "tune_trainable"]
+__all__ = ["LIVE", "MODEL", "NpasOptunaSearch", "hooks_of", "ParetoScheduler", "make_scheduler", "tune_search_alg",
+           "tune_trainable"]
 
 logger = logging.getLogger(__name__)
 
 #: Keys npas adds to a Tune trial's config and final result.
 TRIAL, CONFIG, ERROR, DONE, OUT = "npas_trial", "npas_config", "npas_error", "npas_done", "npas_out"
+#: The config's "keep the trained weights" flag, and the final result's weights (bytes; the
+#: driver's callback takes them out of the result before Tune keeps it).
+KEEP, MODEL = "npas_keep", "npas_model"
 
 
 def tune_trainable(runner: str = DEFAULT_RUNNER) -> Callable[[dict[str, Any]], None]:
@@ -80,15 +83,16 @@ def tune_trainable(runner: str = DEFAULT_RUNNER) -> Callable[[dict[str, Any]], N
                 _report({**metrics, "epoch": int(epoch)}, pending.pop("state", None))
                 return False
 
-            out = execute(resolve_runner(runner), config[CONFIG], report=report,
-                          checkpoint=checkpoint, resume=resume)
+            out = execute(resolve_runner(runner), config[CONFIG], keep_model=bool(config.get(KEEP)),
+                          report=report, checkpoint=checkpoint, resume=resume)
             if resume is not None:
                 out["resumed_from"] = int(state_from(resume)["epoch"])
-        out.pop("model", None)
+        model = out.pop("model", None)
         result = out["result"]
         final = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not
                  isinstance(v, bool)}
-        tune.report({**final, DONE: True, OUT: json.dumps(out, default=str)})
+        weights = {MODEL: model} if model is not None else {}
+        tune.report({**final, DONE: True, OUT: json.dumps(out, default=str), **weights})
 
     return trainable
 
@@ -98,10 +102,22 @@ class _Hooks:
     """What the searcher records with (never pickled with Tune's experiment state)."""
 
     recorder: Recorder | None = None
-    numbers: dict[str, int] = field(default_factory=dict)  # Tune trial id -> Optuna number
-    configs: dict[int, dict[str, Any]] = field(default_factory=dict)  # by Optuna number
+    models: dict[str, bytes] = field(default_factory=dict)  # kept weights, by Tune trial id
     #: ``on_finished(run, status, values)`` after each trial is recorded (the controller's count)
     on_finished: Callable[[Finished, str, list[float] | None], None] | None = None
+    tick: Callable[[], None] | None = None  # the progress line, at every step of Tune's loop
+    controller: str | None = None  # the controller that claims the trials asked
+    searcher: Any = None  # the searcher Tune runs (a restored run: the one it unpickled)
+
+
+#: The hooks of the Tune run this process drives, by study name: a searcher and callback
+#: that ``tune.Tuner.restore`` unpickles find them here (they are never pickled).
+LIVE: dict[str, _Hooks] = {}
+
+
+def hooks_of(study: str) -> _Hooks:
+    """The live hooks of ``study``'s run in this process (blank ones if none)."""
+    return LIVE.get(study) or _Hooks()
 
 
 def _report(metrics: dict[str, Any], state: bytes | None) -> None:
@@ -139,28 +155,38 @@ class NpasOptunaSearch(OptunaSearch):
             sampler=sampler, study_name=study_name, storage=storage,
             points_to_evaluate=points or None,
         )
-        self._npas = _Hooks(recorder)
+        self._npas = _Hooks(recorder, searcher=self)
+        self._npas_study = study_name
+        # Tune trial id -> Optuna number, and configs by number: saved with the searcher's
+        # state, so that a restored run records the trials it goes on with
+        self._npas_numbers: dict[str, int] = {}
+        self._npas_configs: dict[int, dict[str, Any]] = {}
 
     @property
     def running(self) -> int:
         """Trials started and not yet recorded as ended."""
-        return len(self._npas.numbers)
+        return len(self._npas_numbers)
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Optuna numbers of the trials started and not yet recorded as ended."""
+        return sorted(self._npas_numbers.values())
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
         recorder = self._npas.recorder
         if config and recorder is not None:
             number = int(config[TRIAL])
-            self._npas.numbers[trial_id] = number
+            self._npas_numbers[trial_id] = number
             if ERROR in config:
                 recorder.study.set_attrs(number, {"npas_failure_reason": config[ERROR]})
             else:
-                self._npas.configs[number] = config[CONFIG]
+                self._npas_configs[number] = config[CONFIG]
                 recorder.started(number, config[CONFIG])
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        number = self._npas.numbers.get(trial_id)
+        number = self._npas_numbers.get(trial_id)
         recorder = self._npas.recorder
         if number is not None and recorder is not None and "epoch" in result:
             recorder.epoch(number, int(result["epoch"]), result)
@@ -169,13 +195,14 @@ class NpasOptunaSearch(OptunaSearch):
                           error: bool = False) -> None:
         """Record the trial and tell Optuna (instead of ``OptunaSearch``, which would tell
         a stopped trial complete with its values at the rung)."""
-        number = self._npas.numbers.pop(trial_id, None)
+        number = self._npas_numbers.pop(trial_id, None)
         recorder = self._npas.recorder
         if number is None or recorder is None:
             return
         result = dict(result or {})
+        model = self._npas.models.pop(trial_id, None)
         if result.get(DONE) and result.get(OUT):
-            out = json.loads(result[OUT])
+            out = {**json.loads(result[OUT]), "model": model}
         elif error:
             out = {"result": {"status": "failed", "failure_reason":
                               "the trial's Tune worker failed on every attempt (see Tune's "
@@ -186,7 +213,7 @@ class NpasOptunaSearch(OptunaSearch):
             kept = {*_METRICS, *(o.name for o in recorder.objs)}
             out = {"result": {**{k: v for k, v in result.items() if k in kept},
                               "status": "pruned", "epochs_run": rung}}
-        run = Finished(number, self._npas.configs.pop(number, {}), out,
+        run = Finished(number, self._npas_configs.pop(number, {}), out,
                        resumed_from=out.get("resumed_from"))
         status, values = recorder.finished(run)
         if self._npas.on_finished is not None:
@@ -203,22 +230,37 @@ class NpasOptunaSearch(OptunaSearch):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_npas"] = _Hooks()
+        state.pop("_npas", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._npas = hooks_of(self._npas_study)
+        if self._npas_study in LIVE:  # unpickled by Tuner.restore: the one Tune runs now
+            self._npas.searcher = self
+
+    @property
+    def hooks(self) -> _Hooks:
+        """The recorder and callbacks this searcher records with."""
+        return self._npas
 
 
 _METRICS = ("val_accuracy", "val_loss", "trainable_params", "step_time_s", "train_loss")
 
 
-def define_by_run(space: Any, base: Mapping[str, Any], floor: Any,
-                  controller: str | None) -> Callable[[Any], dict[str, Any]]:
+def define_by_run(space: Any, base: Mapping[str, Any], floor: Any, controller: str | None,
+                  keep: bool = False, study: str = "") -> Callable[[Any], dict[str, Any]]:
     """npas's space as an ``OptunaSearch`` define-by-run function: it suggests the params
-    and returns, as constants, the trial's number and full config (or why it has none)."""
+    and returns, as constants, the trial's number and full config (or why it has none),
+    and with ``keep`` the flag that makes the trial send its trained weights back. The
+    trial is claimed by the controller driving ``study`` now (a restored run's), else by
+    ``controller``."""
 
     def define(trial: Any) -> dict[str, Any]:
-        if controller is not None:
-            trial.set_user_attr(ATTR_CONTROLLER, controller)
-        extra: dict[str, Any] = {TRIAL: trial.number}
+        me = hooks_of(study).controller or controller
+        if me is not None:
+            trial.set_user_attr(ATTR_CONTROLLER, me)
+        extra: dict[str, Any] = {TRIAL: trial.number, **({KEEP: True} if keep else {})}
         try:
             params = space.suggest(trial, budget_floor=floor)
             extra[CONFIG] = {**base, **space.to_config(params)}
@@ -231,9 +273,10 @@ def define_by_run(space: Any, base: Mapping[str, Any], floor: Any,
 
 def tune_search_alg(settings: Any, *, recorder: Recorder | None = None, sampler: Any = None,
                     storage: Any = None, controller: str | None = None,
-                    space: Any = None) -> NpasOptunaSearch:
+                    space: Any = None, keep: bool = False) -> NpasOptunaSearch:
     """An ``OptunaSearch`` over npas's space for ``settings`` (a ``SearchSettings``), on
-    the study ``settings.study`` at ``storage``.
+    the study ``settings.study`` at ``storage``; with ``keep`` each trial sends its trained
+    weights back (the recorder's ``keep`` hook keeps them).
 
     Example:
         >>> from allocator.search import SearchSettings, tune_search_alg  # doctest: +SKIP
@@ -258,7 +301,7 @@ def tune_search_alg(settings: Any, *, recorder: Recorder | None = None, sampler:
                                n_objectives=len(objs))
     floor = budget_floor(space, base) if settings.runner == DEFAULT_RUNNER else None
     points = space.grid() if settings.sampler == "grid" else None
-    return NpasOptunaSearch(define_by_run(space, base, floor, controller), objs=objs,
+    return NpasOptunaSearch(define_by_run(space, base, floor, controller, keep, settings.study), objs=objs,
                             recorder=recorder, sampler=sampler, study_name=settings.study,
                             storage=storage, points=points)
 
@@ -294,56 +337,3 @@ def make_scheduler(name: str, epochs: int, objs: Sequence[Objective]) -> TrialSc
     if name == "pareto":
         return ParetoScheduler(name, epochs, objs)
     return FIFOScheduler()
-
-
-def run_dir(storage_file: Any, artifacts: Any) -> str:
-    """Where Tune keeps its run (``RunConfig.storage_path``): beside a SQLite study file,
-    else beside the artifacts, else ``./npas-tune``."""
-    if storage_file is not None:
-        return str(storage_file.resolve().parent / f"{storage_file.stem}-tune")
-    return os.path.abspath(str(artifacts) if artifacts else "npas-tune")
-
-
-class _Ticks(tune.Callback):
-    """Calls ``tick()`` at every step of Tune's loop (the progress line)."""
-
-    def __init__(self, tick: Callable[[], None] | None) -> None:
-        self.tick = tick
-
-    def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if self.tick is not None:
-            self.tick()
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its run config
-        return {"tick": None}
-
-
-def run_tune(settings: Any, *, searcher: NpasOptunaSearch, samples: int, objs: Sequence[Objective],
-             folder: str, on_finished: Callable[[Finished, str, list[float] | None], None],
-             tick: Callable[[], None]) -> Any:
-    """Run ``samples`` trials with ``tune.Tuner``; the ``ResultGrid``."""
-    import re
-
-    from allocator.search._engines import tune_loggers
-
-    # npas reports objectives only at the end of a trial, and chooses its own loggers
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    searcher._npas.on_finished = on_finished
-    trainable = tune.with_resources(
-        tune_trainable(settings.runner),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=make_scheduler(settings.early_stop, settings.epochs, objs),
-            num_samples=samples, max_concurrent_trials=settings.concurrency,
-        ),
-        run_config=tune.RunConfig(
-            name=re.sub(r"[^A-Za-z0-9._-]", "_", settings.study), storage_path=folder,
-            failure_config=tune.FailureConfig(max_failures=settings.max_retries),
-            callbacks=[*tune_loggers(settings.log), _Ticks(tick)], verbose=0,
-        ),
-    )
-    return tuner.fit()
