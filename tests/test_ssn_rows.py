@@ -239,3 +239,15 @@ def test_tied_embeddings_are_generated_in_full_and_stay_tied() -> None:
     _assert_same(ssn, _full_path(ssn), ids, atol=1e-6, rtol=1e-6)
     plain = allocator.materialize(ssn)
     assert plain.get_submodule("lm_head").weight is plain.get_submodule("transformer.wte").weight
+
+
+def test_int32_and_many_dimensional_ids_match_the_full_path() -> None:
+    torch.manual_seed(0)
+    ssn = allocator.shapeshift(Lookup(), 0.5, downsample="emb")
+    tok = ssn.model.get_submodule("tok")
+    ids = _ids().view(2, 2, 15)
+    full = nn.functional.embedding(ids, torch.as_tensor(tok.weight), padding_idx=3)
+    with row_lookups([tok]):
+        for dtype in (torch.long, torch.int32):
+            torch.testing.assert_close(tok(ids.to(dtype)), full, atol=1e-6, rtol=1e-6)
+        assert tok(ids[:0]).shape == (0, 2, 15, 12)
