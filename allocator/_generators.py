@@ -231,20 +231,25 @@ class GeneratedWeight(nn.Module):
     def group(self) -> ParameterGroup:
         return self.__dict__["_group"]
 
-    def forward(self, _original: Tensor) -> Tensor:
-        group = self.group
-        t = group.read(self.reader).view(self.templates, self.window)
+    def mix(self, t: Tensor) -> Tensor:
+        """Templates ``(K, L)`` (``L`` values of each, all or some of a window) mixed
+        into ``L`` values; linear and position by position, so any columns may be mixed
+        (``allocator._rows`` mixes only the rows an embedding looks up)."""
         if self.combine == "slice":
-            w = t[0]
-        elif self.combine == "wavg":
-            w = (self.coef / self.scale) @ t  # scale the K coefficients, not the weight
-        elif self.combine == "emb":
+            return t[0]
+        if self.combine == "wavg":
+            return (self.coef / self.scale) @ t  # scale the K coefficients, not the weight
+        if self.combine == "emb":
+            group = self.group
             assert group.emb_proj is not None and group.emb_bias is not None
             k = self.templates
             alpha = group.emb_proj[:k] @ self.embedding + group.emb_bias[:k]
-            w = (alpha @ t) / self.scale
-        else:  # avg
-            w = t.mean(0)
+            return (alpha @ t) / self.scale
+        return t.mean(0)  # avg
+
+    def forward(self, _original: Tensor) -> Tensor:
+        t = self.group.read(self.reader).view(self.templates, self.window)
+        w = self.mix(t)
         if self.expand is None:
             return w.view(self.shape)
         if self.expand == "repeat":

@@ -25,6 +25,7 @@ from allocator._layers import SHAREABLE_KINDS, inventory, trainable_count
 from allocator._mapping import MAPPINGS, assign_groups
 from allocator._padding import ZeroRows, padding_rows
 from allocator._plan import Allocation, Plan, largest_unshared, make_plan
+from allocator._rows import embedding_modules, row_lookups
 
 __all__ = ["SSN", "shapeshift"]
 
@@ -89,6 +90,9 @@ class SSN(nn.Module):
                 _release_rnn_weights(module, (), None)
         if init:
             _initialise(self, originals, seed)
+        # Embeddings that look up only the rows a batch reads (allocator._rows).
+        self._row_modules = embedding_modules(
+            model, {slot.name: len(slot.owners) for slot in plan.slots})
 
     @property
     def plan(self) -> Plan:
@@ -99,11 +103,14 @@ class SSN(nn.Module):
         return Allocation(self._plan)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        # Each generated weight is computed once per call, however often it is read.
-        # and each group's windows are read from theta once (one gradient write per group).
+        # Each generated weight is computed once per call, however often it is read,
+        # each group's windows are read from theta once (one gradient write per group),
+        # and an embedding whose weight nothing else owns generates only the rows it reads.
         with parametrize.cached(), contextlib.ExitStack() as stack:
             for group in self.groups:
                 stack.enter_context(cast(ParameterGroup, group).reading())
+            stack.enter_context(row_lookups([self.model.get_submodule(n)
+                                             for n in self._row_modules]))
             return self.model(*args, **kwargs)
 
     def generators(self) -> list[tuple[str, GeneratedWeight]]:
