@@ -21,11 +21,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Two test processes (pytest-xdist), a test file each at a time: files that share a module
+# fixture (a two-node Ray cluster) keep it on one process.
+PYTEST_JOBS ?= 2
+
 test: install lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile
 
 test-fast: install
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile -m "not slow"
 
 demo: install
 	$(VENV)/bin/npas demo
