@@ -249,15 +249,15 @@ class _Search:
                     asked[trial.number] = trial
                     self._start(recorder, launcher, space, floor, trial, keep_weights)
                 self._report(len(launcher.running))
+                # live curves: after the launches, so that no trial waits on them to start
+                for number, epoch, metrics in launcher.epochs():
+                    recorder.epoch(number, epoch, metrics)
                 if not launcher.running:  # nothing more to launch, here or anywhere
                     if not launches.others_running:
                         break
                     time.sleep(_TICK_S)  # other controllers' trials may yet be interrupted
                     continue
-                finished = launcher.wait(_TICK_S)
-                for number, epoch, metrics in launcher.epochs():
-                    recorder.epoch(number, epoch, metrics)
-                for run in finished:
+                for run in launcher.wait(_TICK_S):
                     self._finish(recorder, study, run)
                     asked.pop(run.number, None)
         except BaseException:
