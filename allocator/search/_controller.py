@@ -313,8 +313,10 @@ class _Search:
             recorder.not_started(trial.number, str(exc), retry_of)
             self.tally.add("failed")
             return
-        recorder.started(trial.number, config, retry_of)
         launcher.launch(trial.number, config, keep)
+        # written while the trial starts: its config and `running` row are in the store
+        # before any of its epochs or its end (the loop records those after this)
+        recorder.started(trial.number, config, retry_of)
 
     def _finish(self, recorder: Recorder, study: OptunaStudy, run: Finished) -> None:
         """Record ``run``; dropped if another controller took its trial over (this one
