@@ -102,11 +102,12 @@ def make_trials(n: int, seed: int = 0) -> list[dict[str, Any]]:
 def build_study(url: str, name: str, trials: list[dict[str, Any]], *, results: bool) -> float:
     """Create the study with Optuna's API, write its trials in bulk; seconds taken."""
     start = time.perf_counter()
-    study = optuna.create_study(storage=url, study_name=name, directions=["maximize", "minimize"])
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"])
     study.set_metric_names(["val_accuracy", "trainable_params"])
     study.set_user_attr("npas_settings", {"study": name, "model": "cnn1d", "data": "mnist1d",
                                           "space_name": "baselines", "trials": len(trials)})
-    study_id = study._study_id
+    study_id = storage.get_study_id_from_name(name)
     engine = sa.create_engine(url)
     now = datetime.datetime.now()
     with engine.begin() as conn:

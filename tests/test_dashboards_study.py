@@ -24,6 +24,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from allocator._errors import ConfigError, StorageError
 from allocator.cli import main
 from allocator.search import StudyStore
+from allocator.search._recovery import trial_id as storage_trial_id
 from allocator.search._table import row_for
 from dashboards import hypervolume, hypervolume_history, load_trials, pareto_mask, resolve_url
 
@@ -138,7 +139,7 @@ def make_study(
         if results:
             for t, config, result in zip(study.get_trials(), configs, outcomes, strict=True):
                 store.write_result(row_for(
-                    study=name, trial_number=t.number, trial_id=t._trial_id,
+                    study=name, trial_number=t.number, trial_id=storage_trial_id(store, name, t.number),
                     state="complete" if t.state.name == "COMPLETE" else "failed",
                     config={**_DEFAULTS, **config}, result=result if t.values else None,
                 ))

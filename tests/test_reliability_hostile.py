@@ -41,6 +41,7 @@ import sqlalchemy as sa
 
 import allocator
 from allocator.cli import main
+from allocator.search._recovery import trial_id as storage_trial_id
 from tests.conftest import REPO, _pg_admin_url, free_port, mariadb_admin, service_missing
 from tests.test_reliability_bad_input import _fill, assert_one_error_line, dump, npas
 
@@ -106,7 +107,7 @@ def make_studies(url: str, artifacts: Path) -> None:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     state = "failed"
                 store.write_result(row_for(study=name, trial_number=trial.number,
-                                           trial_id=trial._trial_id, state=state,
+                                           trial_id=storage_trial_id(store, name, trial.number), state=state,
                                            config=config, result=result))
             if n > 2:
                 study.enqueue_trial({})  # a queued retry: WAITING, never run
@@ -507,10 +508,10 @@ def _racer(url: str, name: str, start_at: float, delay: float, queue: Any,
             for _ in range(3):
                 trial = study.ask()
                 store.write_result(row_for(study=name, trial_number=trial.number,
-                                           trial_id=trial._trial_id, state="running"))
+                                           trial_id=storage_trial_id(store, name, trial.number), state="running"))
                 study.tell(trial, [0.5, 100])
                 store.write_result(row_for(study=name, trial_number=trial.number,
-                                           trial_id=trial._trial_id, state="complete",
+                                           trial_id=storage_trial_id(store, name, trial.number), state="complete",
                                            result={"val_accuracy": 0.5, "trainable_params": 100}))
         queue.put("won")
     except allocator.NPASError as exc:

@@ -91,5 +91,25 @@ def test_only_errors_about_reaching_the_database_are_retried():
     assert transient(wrapped) and not transient(ValueError("x"))
 
 
+def test_the_stores_one_line_error_is_retried_by_what_it_wraps(tmp_path, locked_db):
+    from allocator.search import StudyStore
+
+    store = StudyStore(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        for cause, expected in ((sa.exc.OperationalError("COMMIT", {}, Exception("gone")), True),
+                                (sa.exc.IntegrityError("INSERT", {}, Exception("dup")), False)):
+            with pytest.raises(StorageError) as info, store._errors("write to"):
+                raise cause
+            assert info.value.__cause__ is None and transient(info.value) is expected
+    finally:
+        store.close()
+    path, _lock = locked_db  # a give-up is final, even inside another retry's call
+    engine = _engine(path)
+    with pytest.raises(StorageError) as info:
+        DatabaseRetry(0.3, "u").call(lambda: _insert(engine), "write")
+    assert not transient(info.value)
+    engine.dispose()
+
+
 def test_the_retry_modules_examples_run():
     assert doctest.testmod(retry_module).failed == 0

@@ -21,6 +21,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from allocator import StorageError
 from allocator.search import StudyStore
 from tests.conftest import REPO, _pg_admin_url, kill_processes_under
 
@@ -191,6 +192,41 @@ def test_a_postgresql_outage_is_ridden_out_and_every_result_is_written(postgres_
     assert "unreachable" in err and "answers again" in err
     rows = _all_recorded(postgres_url, "outage", 4)
     assert [r["state"] for r in rows] == ["complete"] * 4
+
+
+def test_the_stores_own_writes_and_reads_wait_out_an_outage_in_the_retry(postgres_url):
+    """The store's calls (an ``npas_results`` row, its reads) raise the store's one-line
+    StorageError; the search's retry still sees the lost connection under it and waits
+    (before, such a write during an outage stopped the search with exit 2)."""
+    from allocator.search._retry import DatabaseRetry
+    from allocator.search._table import row_for
+
+    store = StudyStore(postgres_url)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            db.call(lambda: store.write_result(row), "record a trial")
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        store.initialise()
+        db = DatabaseRetry(60, store.masked_url)
+        row = row_for(study="s", trial_number=0, trial_id=1, state="running")
+        with _blocked(postgres_url) as cut:
+            assert cut >= 1
+            with pytest.raises(StorageError):  # what the retry gets
+                store.write_result(row)
+            writer = threading.Thread(target=write)
+            writer.start()
+            time.sleep(2)
+            assert writer.is_alive() and not errors  # waiting, not given up
+        writer.join(timeout=30)
+        assert not writer.is_alive() and not errors and db.outages == 1
+        assert [r["state"] for r in db.call(lambda: store.results("s"), "read")] == ["running"]
+    finally:
+        store.close()
 
 
 def test_a_postgresql_outage_past_db_timeout_stops_in_one_line_and_loses_nothing(

@@ -171,3 +171,44 @@ def test_both_engines_give_the_same_pareto_command_and_tune_logs_to_tensorboard(
         assert (stopped["root"] / "npas-tune" / "s").is_dir()  # RunConfig(storage_path) by the study
     else:
         assert events == []
+
+
+def _reporting_trial(config: dict[str, Any], *, keep_model: bool = False, report: Any = None) -> dict[str, Any]:
+    """A trial that reports three epochs and returns no history of them."""
+    for epoch in (1, 2, 3):
+        if report(epoch, {"val_accuracy": epoch / 10, "trainable_params": 5.0}):
+            return {"status": "pruned", "epochs_run": epoch}
+    return {"status": "complete", "val_accuracy": 0.3, "trainable_params": 5}
+
+
+def test_a_trials_reported_epochs_come_back_with_its_outcome() -> None:
+    from allocator.search._worker import TrialWorker
+
+    board = EpochBoard("none", 3, objectives())
+    out = TrialWorker(_reporting_trial).run({}, board=board, number=4, stops=False)
+    assert out["result"]["status"] == "complete" and "history" not in out["result"]
+    assert [e for e, _ in out["epochs"]] == [1, 2, 3]  # the recorder's copy of the curve
+    assert [(n, e) for n, e, _ in board.drain()] == [(4, 1), (4, 2), (4, 3)]
+    assert "epochs" not in TrialWorker(_reporting_trial).run({})  # no board, no report
+
+
+@pytest.mark.slow
+def test_without_early_stopping_curves_still_reach_the_store_while_trials_run(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'npas.db'}"
+    live: list[int] = []
+    watcher = StudyStore(url)
+
+    def watch(status: Any) -> None:
+        if status.running and watcher.exists():
+            trials = watcher.load_study("n").get_trials(deepcopy=False)
+            live.extend(len(t.intermediate_values) for t in trials if t.state.name == "RUNNING")
+
+    summary = run_search(SearchSettings(
+        study="n", model="cnn1d", data="mnist1d", space="lowbudget", trials=3, concurrency=2,
+        epochs=6, seed=0, storage=url, early_stop="none", trial_options=OPTIONS,
+    ), on_progress=watch)
+    watcher.close()
+    assert summary.complete == 3 and any(n > 0 for n in live), live
+    with StudyStore(url, must_exist=True) as store:
+        assert [sorted(t.intermediate_values) for t in store.load_study("n").get_trials()] == [
+            list(range(1, 7))] * 3

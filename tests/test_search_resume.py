@@ -17,6 +17,7 @@ import optuna
 import pytest
 
 from allocator.search import StudyStore
+from allocator.search._recovery import trial_id as storage_trial_id
 from tests.conftest import REPO, kill_processes_under
 
 NPAS = str(Path(sys.executable).with_name("npas"))
@@ -136,7 +137,7 @@ def test_recover_retries_what_ran_once_and_owes_retries_that_never_ran(tmp_path)
 
         # killed between telling Optuna and writing the final row: the row says running
         done = study.ask({"budget": optuna.distributions.FloatDistribution(0.1, 1.0)})
-        store.write_result(row_for(study="s", trial_number=done.number, trial_id=done._trial_id,
+        store.write_result(row_for(study="s", trial_number=done.number, trial_id=storage_trial_id(store, "s", done.number),
                                    state="running", config={"budget": 0.5}))
         done.set_user_attr("npas_result", {"status": "complete", "val_accuracy": 0.5,
                                            "trainable_params": 10, "config": {"budget": 0.5}})

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from allocator._errors import StorageError
 from allocator.search import RESULTS, StudyStore, mask_url, resolve_url
+from allocator.search._recovery import trial_id as storage_trial_id
 from allocator.search._table import CONFIG_COLUMNS, METRIC_COLUMNS, row_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -168,7 +169,7 @@ def test_postgresql_store_holds_optuna_tables_and_npas_results(postgres_url):
         trial = study.ask()
         study.tell(trial, [0.5, 10])
         store.write_result(
-            row_for(study="pg", trial_number=0, trial_id=trial._trial_id, state="complete",
+            row_for(study="pg", trial_number=0, trial_id=storage_trial_id(store, "pg", trial.number), state="complete",
                     config={"budget": 0.25, "amp": True}, result={"val_accuracy": 0.5,
                     "trainable_params": 10, "params_by_kind": {"Conv1d": 10}})
         )

@@ -75,7 +75,9 @@ def attach_to_study(
     with StudyStore(storage, must_exist=True) as store:
         loaded = store.load_study(study)
         existing: dict[str, str] = {}
-        for key, text in loaded._storage.get_study_system_attrs(loaded._study_id).items():
+        rdb = store.optuna_storage  # the storage's public API, not the study's private one
+        attrs = rdb.get_study_system_attrs(rdb.get_study_id_from_name(study))
+        for key, text in attrs.items():
             meta = json.loads(text) if key.startswith("artifacts:") and text else None
             if isinstance(meta, dict):  # the dashboard marks a deleted artifact as null
                 existing[meta["filename"]] = meta["artifact_id"]

@@ -249,15 +249,15 @@ class _Search:
                     asked[trial.number] = trial
                     self._start(recorder, launcher, space, floor, trial, keep_weights)
                 self._report(len(launcher.running))
+                # live curves: after the launches, so that no trial waits on them to start
+                for number, epoch, metrics in launcher.epochs():
+                    recorder.epoch(number, epoch, metrics)
                 if not launcher.running:  # nothing more to launch, here or anywhere
                     if not launches.others_running:
                         break
                     time.sleep(_TICK_S)  # other controllers' trials may yet be interrupted
                     continue
-                finished = launcher.wait(_TICK_S)
-                for number, epoch, metrics in launcher.epochs():
-                    recorder.epoch(number, epoch, metrics)
-                for run in finished:
+                for run in launcher.wait(_TICK_S):
                     self._finish(recorder, study, run)
                     asked.pop(run.number, None)
         except BaseException:
@@ -333,8 +333,10 @@ class _Search:
             recorder.not_started(trial.number, str(exc), retry_of)
             self.tally.add("failed")
             return
-        recorder.started(trial.number, config, retry_of)
         launcher.launch(trial.number, config, keep)
+        # written while the trial starts: its config and `running` row are in the store
+        # before any of its epochs or its end (the loop records those after this)
+        recorder.started(trial.number, config, retry_of)
 
     def _finish(self, recorder: Recorder, study: OptunaStudy, run: Finished) -> None:
         """Record ``run``; dropped if another controller took its trial over (this one

@@ -4,7 +4,10 @@
 :class:`~allocator.search._pool.WorkerPool`, waits for answers, and runs a trial again
 on a fresh actor when its worker died under it (``--max-retries``). Each epoch a trial
 runs is reported to one :class:`~allocator.search._epochs.EpochBoard` actor, which
-applies the early-stopping rule and holds the epochs until the controller collects them.
+applies the early-stopping rule and holds the epochs until the controller collects them:
+:meth:`PoolLauncher.wait` waits on the trials and on one pending drain of the board
+together, so epochs reach the store as they come and no trial's result or next launch
+waits on the board.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from allocator.search._epochs import Epoch, EpochBoard
+from allocator.search._epochs import DRAIN_GROUP, Epoch, EpochBoard
 from allocator.search._objectives import Objective
 from allocator.search._pool import WorkerPool
 from allocator.search._recorder import Finished
@@ -23,6 +26,8 @@ from allocator.search._recorder import Finished
 __all__ = ["PoolLauncher"]
 
 logger = logging.getLogger(__name__)
+
+_DRAIN_WAIT_S = 30.0  # how long one drain waits on the board for an epoch
 
 
 @dataclass(frozen=True)
@@ -53,18 +58,27 @@ class PoolLauncher:
         self.note = note or (lambda text: None)
         self._inflight: dict[Any, _Run] = {}
         self._board: Any = None
+        self._stops = False  # whether the board applies an early-stopping rule
+        self._drain: Any = None  # the pending drain of the board
+        self._drained: list[Epoch] = []  # epochs collected, not yet handed to the recorder
+        self._draining = True  # False once the board failed a drain
 
     def start(self, early_stop: str, *, epochs: int, objs: list[Objective]) -> None:
         import ray
+
+        self._stops = early_stop != "none"
+        # (a documented option that the overloads of ray.remote do not list)
+        board = ray.remote(concurrency_groups={DRAIN_GROUP: 1})(EpochBoard)  # type: ignore[call-overload]
+        # first: the board's process starts while the workers start
+        self._board = board.options(num_cpus=0, **_on_head()).remote(early_stop, epochs, objs)
         self.pool.start()
-        self._board = ray.remote(EpochBoard).options(num_cpus=0, **_on_head()).remote(
-            early_stop, epochs, objs)
 
     def stop(self) -> None:
         import ray
 
         self.pool.stop()
         self._inflight.clear()
+        self._drain, self._drained = None, []
         if self._board is not None:
             try:
                 ray.kill(self._board, no_restart=True)
@@ -86,24 +100,35 @@ class PoolLauncher:
 
     def _submit(self, run: _Run) -> None:
         resume = run.resume[1] if run.resume else None
-        ref = run.worker.run.remote(run.config, run.keep, self._board, run.number, resume)
+        ref = run.worker.run.remote(run.config, run.keep, self._board, run.number, resume,
+                                    self._stops)
         self._inflight[ref] = run
 
     def epochs(self) -> list[Epoch]:
-        """Epochs reported since the last call (live learning curves)."""
-
-        # the curves arrive whole with each result where the board cannot answer
-        return list(self._call("drain") or []) if self._board is not None else []
+        """Epochs of the trials in flight reported since the last call (live learning
+        curves), as :meth:`wait` collected them. A trial's result carries all its epochs,
+        so those of a trial that ended meanwhile are left to its result."""
+        live = {run.number for run in self._inflight.values()}
+        out, self._drained = [e for e in self._drained if e[0] in live], []
+        return out
 
     def wait(self, timeout_s: float) -> list[Finished]:
-        """The trials that ended within ``timeout_s`` seconds (at least one, if any ends)."""
+        """The trials that ended within ``timeout_s`` seconds (at least one, if any ends);
+        it returns early, with none, when epochs came (see :meth:`epochs`)."""
         import ray
 
         if not self._inflight:
             return []
-        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout_s)
+        if self._drain is None and self._board is not None and self._draining:
+            self._drain = self._board.drain.options(concurrency_group=DRAIN_GROUP).remote(
+                _DRAIN_WAIT_S)
+        waits = [*self._inflight, *([self._drain] if self._drain is not None else [])]
+        ready, _ = ray.wait(waits, num_returns=1, timeout=timeout_s)
         done = []
         for ref in ready:
+            if ref not in self._inflight:
+                self._collect(ref)
+                continue
             run = self._inflight.pop(ref)
             try:
                 out = ray.get(ref)
@@ -119,6 +144,17 @@ class PoolLauncher:
                                  resumed_from=run.resume[0] if run.resume else None))
             self._board.forget.remote(run.number)  # no need to wait for it
         return done
+
+    def _collect(self, ref: Any) -> None:
+        """The board answered a drain: keep its epochs (the next wait drains again)."""
+        import ray
+
+        self._drain = None
+        try:
+            self._drained.extend(ray.get(ref))
+        except Exception as exc:  # the board is gone: the curves arrive with the results
+            logger.debug("epoch board drain failed: %s", exc)
+            self._draining = False
 
     def _retry(self, run: _Run, lost: str) -> bool:
         """The worker died under ``run``: run it again on a new worker if retries are left.

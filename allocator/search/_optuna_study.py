@@ -115,8 +115,9 @@ class OptunaStudy:
             return bool(lost)
 
         trial = self.call(self.study.ask, "ask for a trial", already=already)
-        if trial is None:
-            trial = optuna.trial.Trial(self.study, self.trial_id(lost[0]))
+        if trial is None:  # the constructor reads the trial: retried as well
+            adopted = self.trial_id(lost[0])
+            trial = self.call(lambda: optuna.trial.Trial(self.study, adopted), "ask for a trial")
         self.call(partial(trial.set_user_attr, ATTR_CONTROLLER, controller), "claim a trial")
         return cast("optuna.Trial", trial)
 

@@ -26,12 +26,12 @@ __all__ = ["WorkerPool"]
 logger = logging.getLogger(__name__)
 
 _READY_TIMEOUT_S = 300
-#: How long a lost worker may stay ``ALIVE`` in Ray's actor table: a node that stopped
+#: How long a lost worker may go undeclared dead by Ray: a node that stopped
 #: answering is declared dead only after Ray's health checks (about 15-30 s by default),
 #: and only then does the cluster's size say whether a replacement fits.
 _DEATH_NOTICE_TIMEOUT_S = 120.0
 _POLL_S = 0.2
-_ANSWER_TIMEOUT_S = 5.0
+_ANSWER_TIMEOUT_S = 1.0
 
 
 class WorkerPool:
@@ -102,9 +102,9 @@ class WorkerPool:
         self.busy = [w for w in self.busy if w != worker]
         if worker in self.idle:
             self.idle.remove(worker)
-        states = self._states_once_dead(worker)
+        self._await_death_notice(worker)
         self._kill(worker)
-        live = [w for w in dict.fromkeys([*self.idle, *self.busy]) if _live(w, states)]
+        live = _not_dead(list(dict.fromkeys([*self.idle, *self.busy])))
         room = self._room()
         if live and room is not None and room <= len(live):
             logger.warning(
@@ -139,25 +139,16 @@ class WorkerPool:
         with contextlib.suppress(Exception):  # already gone with its node
             ray.kill(worker, no_restart=True)
 
-    def _states_once_dead(self, worker: Any) -> dict[str, str] | None:
-        """The states of this job's actors (by id), once Ray's actor table has ``worker``
-        dead, or at once if it still answers (a call failed, the actor did not);
-        ``None`` where the table cannot be read (Ray Client)."""
+    def _await_death_notice(self, worker: Any) -> None:
+        """Wait until Ray says ``worker`` died (a node that stopped answering is declared
+        dead only after Ray's health checks), or until it answers (a call failed, the
+        actor did not): asked through the actor handle itself."""
         deadline = time.monotonic() + _DEATH_NOTICE_TIMEOUT_S
-        answered: bool | None = None
-        while True:
-            states = _actor_states()
-            if states is None or states.get(_actor_hex(worker)) in (None, "DEAD"):
-                return states
-            if answered is None:
-                answered = _answers(worker)
-                if answered:
-                    return states
-                continue
+        while _fate(worker, max(0.0, deadline - time.monotonic())) == "unknown":
             if time.monotonic() > deadline:
                 logger.warning("Ray has not noticed a lost trial worker after %g s",
                                _DEATH_NOTICE_TIMEOUT_S)
-                return states
+                return
             time.sleep(_POLL_S)
 
     def _room(self) -> int | None:
@@ -177,41 +168,49 @@ class WorkerPool:
         return room if room < 1 << 30 else None
 
 
-def _answers(worker: Any) -> bool:
-    """Whether the actor answers a call within a few seconds."""
+def _fate(worker: Any, timeout_s: float) -> str:
+    """``dead`` (Ray declared the actor dead), ``alive`` (it answered) or ``unknown``
+    (no answer within ``timeout_s``, or its node is unreachable and not yet declared dead)."""
     import ray
 
+    ref = worker.where.remote()
+    ready, _ = ray.wait([ref], num_returns=1, timeout=timeout_s)
+    if not ready:
+        return "unknown"
     try:
-        ray.get(worker.where.remote(), timeout=_ANSWER_TIMEOUT_S)
+        ray.get(ready[0])
+    except ray.exceptions.ActorUnavailableError:
+        return "unknown"
+    except ray.exceptions.RayActorError:
+        return "dead"
     except Exception:
-        return False
-    return True
+        return "unknown"
+    return "alive"
+
+
+def _not_dead(workers: list[Any]) -> list[Any]:
+    """The workers Ray has not declared dead: each is asked where it runs; a live busy
+    one answers only after its trial (its calls run one after the other), so only an
+    answer that it died within a second counts."""
+    import ray
+
+    refs = [w.where.remote() for w in workers]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=_ANSWER_TIMEOUT_S) if refs else ([], [])
+    dead = set()
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:
+            pass
+        except ray.exceptions.RayActorError:
+            dead.add(ref)
+        except Exception:  # any other failure: not a death notice
+            pass
+    return [w for w, ref in zip(workers, refs, strict=True) if ref not in dead]
 
 
 def _fits(have: float, need: float) -> int:
     return 1 << 30 if need <= 0 else math.floor(have / need + 1e-9)
-
-
-def _actor_hex(worker: Any) -> str:
-    return str(worker._actor_id.hex())
-
-
-def _actor_states() -> dict[str, str] | None:
-    """State (``ALIVE``, ``DEAD``, ...) of each actor of this job, from Ray's actor table."""
-    import ray
-
-    try:
-        from ray._private import state
-
-        job = ray.get_runtime_context().get_job_id()
-        table = state.actors(job_id=ray.JobID.from_hex(job))
-        return {key: str(info["State"]) for key, info in table.items()}
-    except Exception:
-        return None
-
-
-def _live(worker: Any, states: dict[str, str] | None) -> bool:
-    return states is None or states.get(_actor_hex(worker), "ALIVE") != "DEAD"
 
 
 def last_line(exc: BaseException) -> str:

@@ -168,7 +168,9 @@ class Recorder:
         if status == "pruned":
             attrs[ATTR_RUNG] = run.rung if run.rung is not None else result.get("epochs_run")
         self.study.set_attrs(number, attrs, "record a finished trial")
-        for item in result.get("history") or ():  # epochs the live path missed
+        for epoch, metrics in out.get("epochs") or ():  # what the live path had not written
+            self.epoch(number, int(epoch), metrics)
+        for item in result.get("history") or ():
             self.epoch(number, int(item.get("epoch", 0)), item)
         if values is not None:
             if self.keep is not None and out.get("model") is not None:

@@ -133,7 +133,8 @@ def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason:
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     if frozen.state != TrialState.RUNNING:
         return False
-    ran = ATTR_CONFIG in frozen.user_attrs  # set just before the config went to a worker
+    ran = ATTR_CONFIG in frozen.user_attrs  # set as the config goes to a worker (one killed
+    # in between was lost with its controller: it is replaced by a new trial, not retried)
     retry_of = frozen.user_attrs.get(ATTR_RETRY_OF)
     params: dict[str, object] = {}
     if ran and retry_of is None:  # a first run: queue it again

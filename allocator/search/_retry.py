@@ -51,10 +51,11 @@ def transient(exc: BaseException) -> bool:
             return True
         if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
             return True
-        if type(current).__name__ == "StorageInternalError":  # optuna's wrapper
-            current = current.__cause__
+        if isinstance(current, StorageError):  # npas's own one-line wrapper (the store's
+            # ``_errors``) raises ``from None``: what it wrapped is still its context
+            current = current.__cause__ or current.__context__
             continue
-        current = current.__cause__
+        current = current.__cause__  # optuna's StorageInternalError wraps it as the cause
     return False
 
 
@@ -88,6 +89,7 @@ class DatabaseRetry:
         """
         first: float | None = None
         delay = _FIRST_DELAY_S
+        gave_up = ""
         while True:
             try:
                 if first is not None and already is not None and already():
@@ -106,11 +108,12 @@ class DatabaseRetry:
                     )
                 waited = now - first
                 if waited >= self.timeout_s:
-                    raise StorageError(
+                    gave_up = (
                         f"storage {self.masked_url!r} unreachable for {waited:.0f} s "
                         f"(--db-timeout {self.timeout_s:g}) while trying to {what}; "
                         f"last error: {_one_line(exc)}"
-                    ) from None
+                    )
+                    break
                 self._sleep(min(delay, self.timeout_s - waited))
                 delay = min(delay * 2, _MAX_DELAY_S)
                 continue
@@ -120,6 +123,9 @@ class DatabaseRetry:
                     time.monotonic() - first,
                 )
             return result
+        # raised outside the handler: no context, so that an enclosing retry (a nested
+        # call) does not take the give-up itself for an outage to wait out
+        raise StorageError(gave_up)
 
 
 def _one_line(exc: BaseException) -> str:

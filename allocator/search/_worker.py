@@ -209,17 +209,32 @@ class TrialWorker:
         return {"host": socket.gethostname(), "node_id": _node_id(), "pid": os.getpid()}
 
     def run(self, config: Mapping[str, Any], keep_model: bool = False, board: Any = None,
-            number: int | None = None, resume: bytes | None = None) -> dict[str, Any]:
+            number: int | None = None, resume: bytes | None = None,
+            stops: bool = True) -> dict[str, Any]:
         """Run one trial; with ``board`` (an ``EpochBoard`` actor) its epochs and
         checkpoints go there as trial ``number`` (live curves, early stopping, resuming
-        on another worker); ``resume``: a checkpoint to go on from."""
+        on another worker); ``resume``: a checkpoint to go on from. ``stops``: whether
+        the board applies an early-stopping rule (else each epoch is sent without waiting
+        for its answer). The epochs reported come back with the outcome as well
+        (``epochs``: ``[epoch, metrics]`` pairs), so the whole curve is recorded however
+        late the board's copy is read."""
         report = checkpoint = None
+        reported: list[tuple[int, dict[str, float]]] = []
         if board is not None and number is not None:
             from allocator.search._epochs import checkpoint_hook, report_hook
 
-            report, checkpoint = report_hook(board, number), checkpoint_hook(board, number)
-        return execute(self._fn, config, keep_model=keep_model, report=report,
-                       checkpoint=checkpoint, resume=resume)
+            hook = report_hook(board, number, wait=stops)
+
+            def report(epoch: int, metrics: dict[str, float]) -> bool:
+                reported.append((int(epoch), dict(metrics)))
+                return hook(epoch, metrics)
+
+            checkpoint = checkpoint_hook(board, number)
+        out = execute(self._fn, config, keep_model=keep_model, report=report,
+                      checkpoint=checkpoint, resume=resume)
+        if reported:
+            out["epochs"] = reported
+        return out
 
 
 def echo_trial(config: Mapping[str, Any], *, keep_model: bool = False) -> dict[str, Any]:
