@@ -171,10 +171,6 @@ def _blocked(postgres_url: str) -> Iterator[int]:
         admin.dispose()
 
 
-# Known intermittent failure when the whole suite runs (the controller exits 2 during the
-# 6 s outage, once in two clean runs); it passes alone. Rerun until the cause is found:
-# see the closing note of stop 14.
-@pytest.mark.flaky(reruns=2)
 def test_a_postgresql_outage_is_ridden_out_and_every_result_is_written(postgres_url, tmp_path):
     engine = sa.create_engine(postgres_url)
     try:
