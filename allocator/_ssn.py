@@ -266,8 +266,8 @@ def shapeshift(
     *,
     groups: int | None = None,
     templates: int = 4,
-    downsample: str = "avg",
-    upsample: str = "hash",
+    downsample: str = "wavg",
+    upsample: str = "inter",
     mapping: str = "single",
     manual_map: Mapping[str, object] | None = None,
     pretrain: Pretrain | None = None,
@@ -286,9 +286,9 @@ def shapeshift(
             ``type`` and ``manual`` mappings (which refuse an explicit value).
         templates: the most templates ``K_max`` a layer mixes when it is smaller than
             its group (default 4, the paper's).
-        downsample: ``avg`` (default), ``wavg``, ``emb`` or ``slice``: how a layer
+        downsample: ``wavg`` (default), ``emb``, ``avg`` or ``slice``: how a layer
             smaller than its group combines templates.
-        upsample: ``hash`` (default), ``inter``, ``repeat`` or ``mask``: how a layer
+        upsample: ``inter`` (default), ``hash``, ``repeat`` or ``mask``: how a layer
             larger than its group expands it.
         mapping: ``single`` (default), ``type``, ``roundrobin``, ``random``,
             ``manual`` (with ``manual_map``) or ``learned`` (with ``pretrain``).

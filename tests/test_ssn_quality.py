@@ -30,7 +30,7 @@ def test_layers_of_one_shape_in_one_group_get_different_weights() -> None:
     model = build_model("cnn1d", input_shape=(1, 40), num_classes=10)
     ssn = allocator.shapeshift(model, 0.05)
     gens = dict(ssn.generators())
-    assert gens["conv2.weight"].expand == gens["conv3.weight"].expand == "hash"
+    assert gens["conv2.weight"].expand == gens["conv3.weight"].expand == "inter"
     conv2, conv3 = ssn.model.conv2.weight, ssn.model.conv3.weight
     assert conv2.shape == conv3.shape
     assert not torch.allclose(conv2.abs(), conv3.abs())

@@ -65,8 +65,8 @@ class TrialConfig:
         default=None, metadata=_help("SSN parameter groups (None: the mapping decides)")
     )
     templates: int = field(default=4, metadata=_help("SSN maximum templates per layer"))
-    downsample: str = field(default="avg", metadata=_help("one of " + ", ".join(DOWNSAMPLE)))
-    upsample: str = field(default="hash", metadata=_help("one of " + ", ".join(UPSAMPLE)))
+    downsample: str = field(default="wavg", metadata=_help("one of " + ", ".join(DOWNSAMPLE)))
+    upsample: str = field(default="inter", metadata=_help("one of " + ", ".join(UPSAMPLE)))
     mapping: str = field(default="single", metadata=_help("one of " + ", ".join(MAPPINGS)))
     manual_map: dict[str, int] | None = field(
         default=None, metadata=_help("layer name -> group, for mapping=manual")
