@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "baselines": {
         "description": "the full model against SSN, reduced width and HashedNets at equal budget",
-        "fixed": {"mapping": "single", "downsample": "wavg", "upsample": "inter"},
+        "fixed": {"mapping": "single", "downsample": "slice", "upsample": "hash"},
         "dims": {
             "method": {"type": "choice", "values": ["full", "ssn", "reduced_width", "hashed"]},
             "budget": {"type": "float", "low": 0.02, "high": 1.0, "log": True},
