@@ -49,7 +49,7 @@ class LayerGen:
     """How one layer builds its weight from its group.
 
     ``combine`` mixes ``templates`` windows of ``window`` values (slice, wavg, emb, avg);
-    ``expand`` (repeat, inter, mask) then grows the result to the layer's size when the
+    ``expand`` (repeat, inter, hash, mask) then grows the result to the layer's size when the
     window is smaller than the layer. ``params`` counts what the layer learns itself.
     """
 

@@ -4,7 +4,7 @@
 projection shared by its layers). :class:`GeneratedWeight` is the parametrization put on
 a layer's weight (``torch.nn.utils.parametrize``): it reads windows of ``theta``, mixes
 them (``slice``, ``wavg``, ``emb``, ``avg``) and, where the layer is larger than the
-group, expands the result (``repeat``, ``inter``, ``mask``). The output depends only on
+group, expands the result (``repeat``, ``inter``, ``hash``, ``mask``). The output depends only on
 parameters, never on the input, so it can be computed once for inference.
 """
 
@@ -62,6 +62,19 @@ def _signs(index: int, n: int, dtype: torch.dtype) -> Tensor:
     """``n`` fixed random signs (+1/-1), a function of the layer's index in the plan."""
     gen = torch.Generator().manual_seed(0x5EED + index)
     return (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(dtype)
+
+
+def hash_index(index: int, n: int, m: int) -> Tensor:
+    """Where each of a layer's ``n`` weights reads its ``m`` values (``hash``): every
+    value ``n // m`` or ``n // m + 1`` times, at positions given by a fixed random
+    permutation (a function of the layer's index in the plan), so that a value's copies
+    are scattered over the layer instead of tiling it.
+
+    >>> sorted(hash_index(0, 7, 3).tolist())
+    [0, 0, 0, 1, 1, 2, 2]
+    """
+    gen = torch.Generator().manual_seed(0xA5A5 + index)
+    return (torch.randperm(n, generator=gen) % m).long()
 
 
 class ParameterGroup(nn.Module):
@@ -179,8 +192,10 @@ class GeneratedWeight(nn.Module):
     """
 
     scale: Tensor
-    # fixed random signs of `repeat` and `inter`, a buffer (not saved)
+    # fixed random signs of `repeat`, `inter` and `hash`, a buffer (not saved)
     sign: Tensor
+    # which window value each weight reads, for `hash`, a buffer (not saved)
+    hash: Tensor
     # interpolation indices and weights of `inter`, buffers (not saved)
     lo0: Tensor
     hi0: Tensor
@@ -212,8 +227,11 @@ class GeneratedWeight(nn.Module):
         if self.expand == "mask":
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
-        if self.expand in ("repeat", "inter"):
+        if self.expand in ("repeat", "inter", "hash"):
             sign = _signs(index, self.numel, dtype)
+        if self.expand == "hash":
+            self.register_buffer("hash", hash_index(index, self.numel, self.window).to(device),
+                                 persistent=False)
         if self.expand == "inter":
             rows = self.shape[0]
             cols = self.numel // rows
@@ -224,7 +242,7 @@ class GeneratedWeight(nn.Module):
                 self.register_buffer(f"hi{axis}", hi.to(device), persistent=False)
                 self.register_buffer(f"frac{axis}", frac.to(device=device, dtype=dtype),
                                      persistent=False)
-        if self.expand in ("repeat", "inter"):
+        if self.expand in ("repeat", "inter", "hash"):
             self.register_buffer("sign", sign.to(device=device, dtype=dtype), persistent=False)
 
     @property
@@ -254,6 +272,8 @@ class GeneratedWeight(nn.Module):
             return w.view(self.shape)
         if self.expand == "repeat":
             return (_tile(w, self.numel) * self.sign).view(self.shape)
+        if self.expand == "hash":
+            return (w[self.hash] * self.sign).view(self.shape)
         if self.expand == "mask":
             scale = self.mask.repeat_interleave(MASK_WINDOW)[: self.numel - self.window]
             tail = _tile(w, self.numel)[self.window :] * scale

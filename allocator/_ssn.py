@@ -295,8 +295,8 @@ def shapeshift(
             its group (default 4, the paper's).
         downsample: ``wavg`` (default), ``emb``, ``avg`` or ``slice``: how a layer
             smaller than its group combines templates.
-        upsample: ``inter`` (default), ``repeat`` or ``mask``: how a layer larger than
-            its group expands it.
+        upsample: ``inter`` (default), ``hash``, ``repeat`` or ``mask``: how a layer
+            larger than its group expands it.
         mapping: ``single`` (default), ``type``, ``roundrobin``, ``random``,
             ``manual`` (with ``manual_map``) or ``learned`` (with ``pretrain``).
         manual_map: layer (or weight) name -> group label, for ``mapping="manual"``.

@@ -38,7 +38,7 @@ BASELINES: tuple[str, ...] = ("full", "reduced_width", "hashed")
 #: Generators for a layer smaller than its group (combine templates of the group).
 DOWNSAMPLE: tuple[str, ...] = ("wavg", "emb", "avg", "slice")
 #: Generators for a layer larger than its group (expand the group).
-UPSAMPLE: tuple[str, ...] = ("repeat", "inter", "mask")
+UPSAMPLE: tuple[str, ...] = ("repeat", "inter", "hash", "mask")
 #: Strategies that map layers to parameter groups.
 MAPPINGS: tuple[str, ...] = ("single", "type", "roundrobin", "random", "manual", "learned")
 

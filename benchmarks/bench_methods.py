@@ -12,6 +12,8 @@ initial weights and order of batches where the methods share them).
     python benchmarks/bench_methods.py                                  # writes methods.json
     python benchmarks/bench_methods.py --models cnn1d --data mnist1d --seeds 0 1 --epochs 5
     python benchmarks/bench_methods.py --data-epochs digits=10          # fewer epochs on one set
+    python benchmarks/bench_methods.py --ssn single --downsample avg --upsample hash \
+        --models cnn1d --data-epochs digits=10 --out benchmarks/results/methods_avg_hash.json
     python benchmarks/bench_methods.py --ssn learned --models resnet1d --select \
         --out benchmarks/results/methods_selected.json
 
@@ -65,6 +67,9 @@ SELECT_DOWNSAMPLE = ("emb", "wavg")
 def ssn_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.ssn == "defaults":  # whatever shapeshift and TrialConfig default to
         return {"method": "ssn"}
+    if args.ssn == "single":  # one group, the generators given
+        return {"method": "ssn", "mapping": "single", "downsample": args.downsample,
+                "upsample": args.upsample}
     return {"method": "ssn", "mapping": "learned", "groups": args.groups,
             "pretrain_epochs": args.pretrain_epochs, "downsample": args.downsample,
             "upsample": args.upsample}
@@ -204,8 +209,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--data-epochs", nargs="*", default=[], metavar="DATA=EPOCHS",
                         help="epochs for one data set, e.g. digits=10")
-    parser.add_argument("--ssn", choices=["defaults", "learned"], default="defaults",
-                        help="defaults: shapeshift's own settings; learned: the options below")
+    parser.add_argument("--ssn", choices=["defaults", "single", "learned"], default="defaults",
+                        help="defaults: shapeshift's own settings; single: one group with "
+                             "--downsample and --upsample; learned: the options below")
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--downsample", default="emb")

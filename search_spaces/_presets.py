@@ -19,7 +19,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "groups": _GROUPS,
             "downsample": {"type": "choice", "values": ["wavg", "emb", "avg", "slice"]},
             "templates": {"type": "int", "low": 1, "high": 8},
-            "upsample": {"type": "choice", "values": ["repeat", "inter", "mask"]},
+            "upsample": {"type": "choice", "values": ["repeat", "inter", "hash", "mask"]},
         },
     },
     "lowbudget": {
@@ -31,7 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "groups": _GROUPS,
             "downsample": {"type": "choice", "values": ["wavg", "emb", "avg", "slice"]},
             "templates": {"type": "int", "low": 1, "high": 4},
-            "upsample": {"type": "choice", "values": ["repeat", "inter", "mask"]},
+            "upsample": {"type": "choice", "values": ["repeat", "inter", "hash", "mask"]},
         },
     },
     "highbudget": {
@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "baselines": {
         "description": "the full model against SSN, reduced width and HashedNets at equal budget",
-        "fixed": {"mapping": "single", "downsample": "wavg", "upsample": "inter"},
+        "fixed": {"mapping": "single", "downsample": "slice", "upsample": "hash"},
         "dims": {
             "method": {"type": "choice", "values": ["full", "ssn", "reduced_width", "hashed"]},
             "budget": {"type": "float", "low": 0.02, "high": 1.0, "log": True},

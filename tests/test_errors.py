@@ -27,7 +27,7 @@ CASES = [
     ({"budget": 0.5, "downsample": "sum"}, allocator.ConfigError,
      "unknown downsample generator 'sum'; choose one of: wavg, emb, avg, slice"),
     ({"budget": 0.5, "upsample": "tile"}, allocator.ConfigError,
-     "unknown upsample generator 'tile'; choose one of: repeat, inter, mask"),
+     "unknown upsample generator 'tile'; choose one of: repeat, inter, hash, mask"),
     ({"budget": 0.5, "mapping": "hash"}, allocator.ConfigError, "unknown mapping 'hash'"),
     ({"budget": 0.5, "mapping": "roundrobin", "groups": 0}, allocator.ConfigError,
      "groups must be between 1 and the model's 4 shareable layers, got 0"),

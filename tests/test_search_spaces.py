@@ -64,7 +64,7 @@ def test_default_preset_matches_the_issue():
     assert space.fixed["method"] == "ssn"
     down, up = space.dimension("downsample"), space.dimension("upsample")
     assert isinstance(down, Choice) and set(down.values) == {"wavg", "emb", "avg", "slice"}
-    assert isinstance(up, Choice) and set(up.values) == {"repeat", "inter", "mask"}
+    assert isinstance(up, Choice) and set(up.values) == {"repeat", "inter", "hash", "mask"}
 
 
 @pytest.mark.parametrize("name", ["default", "lowbudget", "highbudget"])
@@ -174,7 +174,7 @@ def test_a_yaml_file_is_read_the_same_way(tmp_path):
         ("[dims]\nbudget = { low = 2.0, high = 1.0 }\n", "low must be <= high"),
         ("[dims]\nbudget = { low = 0.0, high = 1.0, log = true }\n", "a log range needs low > 0"),
         ("[dims]\nbudget = { low = 0.0, high = 1.0 }\n", "budget.low must be a number > 0, got 0.0"),
-        ("[dims]\nupsample = ['repeat', 'bicubic']\n", "upsample choice must be one of repeat, inter, mask"),
+        ("[dims]\nupsample = ['repeat', 'bicubic']\n", "upsample choice must be one of repeat, inter, hash, mask"),
         ("[dims]\ngroups = { type = 'float', low = 1.0, high = 2.0 }\n", "give it type 'int'"),
         ("[dims]\nbudget = { low = 0.1, high = 1.0, lg = true }\n", "unknown key 'lg'"),
         ("[dims]\ntemplates = { low = 1, high = 4 }\n", "add downsample to dims or fixed"),

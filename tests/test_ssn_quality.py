@@ -36,7 +36,7 @@ def test_layers_of_one_shape_in_one_group_get_different_weights() -> None:
     assert not torch.allclose(conv2.abs(), conv3.abs())
 
 
-@pytest.mark.parametrize("upsample", ["repeat", "inter"])
+@pytest.mark.parametrize("upsample", ["repeat", "inter", "hash"])
 def test_upsampled_copies_carry_fixed_signs(upsample) -> None:
     """``repeat`` tiles theta; its copies differ by fixed random signs, not in magnitude."""
     model = nn.Sequential(nn.Linear(20, 30, bias=False))
@@ -49,3 +49,34 @@ def test_upsampled_copies_carry_fixed_signs(upsample) -> None:
     if upsample == "repeat":
         theta = ssn.groups[0].theta.detach()
         torch.testing.assert_close(weight, theta.repeat(-(-600 // 50))[:600] * sign)
+
+
+def test_hash_reads_every_value_equally_often_at_scattered_positions(tmp_path) -> None:
+    """``hash``: weight ``i`` is ``theta[index[i]] * sign[i]``; every value is read
+    ``n // m`` or ``n // m + 1`` times, the index is rebuilt identically (not saved), and
+    the SSN round-trips through materialize, save and load."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30, bias=False), nn.Linear(30, 30, bias=False))
+    ssn = allocator.shapeshift(model, 70, upsample="hash")
+    gens = dict(ssn.generators())
+    theta = ssn.groups[0].theta.detach()
+    for name, layer in (("0.weight", ssn.model[0]), ("1.weight", ssn.model[1])):
+        gen = gens[name]
+        assert gen.expand == "hash" and gen.window == 70
+        counts = torch.bincount(gen.hash, minlength=70)
+        assert counts.min() >= gen.numel // 70 and counts.max() <= gen.numel // 70 + 1
+        values = ssn.groups[0].window(gen.offset, 70).detach()
+        torch.testing.assert_close(layer.weight.detach().reshape(-1), values[gen.hash] * gen.sign)
+        # scattered: the first row does not read a run of consecutive values
+        assert (gen.hash[1 : gen.shape[1]] - gen.hash[: gen.shape[1] - 1] != 1).any()
+        assert "hash" not in ssn.state_dict() and not any(k.endswith(".hash")
+                                                         for k in ssn.state_dict())
+    assert not torch.equal(gens["0.weight"].hash[:600], gens["1.weight"].hash[:600])
+    x = torch.randn(4, 20)
+    plain = allocator.materialize(ssn)
+    torch.testing.assert_close(plain(x), ssn(x))
+    allocator.save(ssn, tmp_path / "ssn.pt")
+    again = allocator.load(tmp_path / "ssn.pt", nn.Sequential(nn.Linear(20, 30, bias=False),
+                                                             nn.Linear(30, 30, bias=False)))
+    torch.testing.assert_close(again(x), ssn(x))
+    assert theta.numel() == 70

@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--groups", type=int, default=None, help="parameter groups")
     p.add_argument("--templates", type=int, default=4, help="most templates per layer")
     p.add_argument("--downsample", default="wavg", help="wavg, emb, avg or slice")
-    p.add_argument("--upsample", default="inter", help="repeat, inter or mask")
+    p.add_argument("--upsample", default="inter", help="inter, hash, repeat or mask")
     p.add_argument("--mapping", default="single", help="single, type, roundrobin or random")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mapping and init")
     p.set_defaults(func=_run)
