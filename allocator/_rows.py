@@ -67,11 +67,18 @@ def _rows_inter(gen: GeneratedWeight, w: Tensor, index: Tensor) -> Tensor:
     return (big * sign).reshape(-1)
 
 
+def _rows_hash(gen: GeneratedWeight, w: Tensor, index: Tensor) -> Tensor:
+    """``w[hash] * sign`` at the rows' positions."""
+    pos = _flat_positions(gen, index)
+    return w.index_select(0, gen.hash.index_select(0, pos)) * gen.sign.index_select(0, pos)
+
+
 #: Row function per expansion kind: ``(generator, mixed templates, row ids) -> values``.
 ROW_EXPANDERS: dict[str, Callable[[GeneratedWeight, Tensor, Tensor], Tensor]] = {
     "repeat": _rows_repeat,
     "mask": _rows_mask,
     "inter": _rows_inter,
+    "hash": _rows_hash,
 }
 
 

@@ -12,12 +12,17 @@ import torch
 from torch import nn
 
 import allocator
-from allocator._rows import generated_rows, row_lookups
+from allocator._rows import ROW_EXPANDERS, generated_rows, row_lookups
+from allocator._vocab import DOWNSAMPLE, UPSAMPLE
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-GENERATORS = [(d, u) for d in ("wavg", "emb", "avg", "slice") for u in ("inter", "repeat", "mask")]
+GENERATORS = [(d, u) for d in DOWNSAMPLE for u in UPSAMPLE]
+
+
+def test_every_expansion_kind_has_a_row_function() -> None:
+    assert set(ROW_EXPANDERS) == set(UPSAMPLE)
 
 
 class Lookup(nn.Module):
