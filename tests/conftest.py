@@ -162,6 +162,21 @@ def _pids_under(marker: str) -> list[int]:
     return sorted(descendants(matched) - {os.getpid()})
 
 
+def ray_processes(marker: str, title: str) -> list[int]:
+    """Ray worker processes under ``marker`` whose process title holds ``title``
+    (``TrialWorker.run``: a pool worker running a trial; ``ray::ImplicitFunc``: a Tune
+    trial actor)."""
+    out = []
+    for pid in _pids_under(marker):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if title in cmdline:
+            out.append(pid)
+    return out
+
+
 def kill_processes_under(marker: str, grace_s: float = 5.0) -> None:
     """SIGTERM every process of ours naming ``marker``, then SIGKILL what is left."""
     pids = _pids_under(marker)

@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from allocator.search import SearchSettings, StudyStore, run_search
-from tests.conftest import REPO, _pids_under, kill_processes_under
+from tests.conftest import REPO, kill_processes_under, ray_processes
 
 NPAS = str(Path(sys.executable).with_name("npas"))
 TINY = {"data_size": 600, "max_steps_per_epoch": 3, "batch_size": 32}
@@ -69,16 +69,7 @@ def test_diverging_and_out_of_memory_trials_are_failed_with_reasons_and_the_sear
 
 
 def _running_trial_pids(marker: str) -> list[int]:
-    """Ray worker processes (under ``marker``) that are running a trial right now."""
-    out = []
-    for pid in _pids_under(marker):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "TrialWorker.run" in cmdline:
-            out.append(pid)
-    return out
+    return ray_processes(marker, 'TrialWorker.run')
 
 
 def _kill_next_trial_worker(marker: str, killed: list[int], proc: subprocess.Popen[str]) -> None:

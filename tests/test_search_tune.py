@@ -19,7 +19,7 @@ import optuna
 import pytest
 
 from allocator.search import SearchSettings, StudyStore, run_search
-from tests.conftest import REPO, _pids_under, kill_processes_under
+from tests.conftest import REPO, kill_processes_under, ray_processes
 
 NPAS = str(Path(sys.executable).with_name("npas"))
 TINY = {"data_size": 600, "max_steps_per_epoch": 3, "batch_size": 32}
@@ -74,16 +74,7 @@ def test_tune_keeps_weights_and_export_uses_them(tmp_path) -> None:
 
 
 def _trial_actors(marker: str) -> list[int]:
-    """Tune's trial actor processes (a function trainable is ``ImplicitFunc``)."""
-    out = []
-    for pid in _pids_under(marker):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline.startswith("ray::ImplicitFunc"):
-            out.append(pid)
-    return out
+    return ray_processes(marker, 'ray::ImplicitFunc')
 
 
 @pytest.mark.slow
