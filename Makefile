@@ -21,15 +21,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Two test processes (pytest-xdist), a test file each at a time: files that share a module
-# fixture (a two-node Ray cluster) keep it on one process.
+# Two test processes (pytest-xdist); tests/conftest.py says which files are spread test by
+# test and which stay whole on one process (their module fixtures built once).
 PYTEST_JOBS ?= 2
 
 test: install lint
-	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadgroup
 
 test-fast: install
-	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile -m "not slow"
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadgroup -m "not slow"
 
 demo: install
 	$(VENV)/bin/npas demo

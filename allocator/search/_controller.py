@@ -13,6 +13,7 @@ reaches the store as it happens, and when it ends the
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -305,13 +306,15 @@ class _Search:
                 self._report(hooks.searcher.running)
 
         loop_start = time.monotonic()
+        started_at = datetime.datetime.now()
         try:
             if samples > 0 or restore is not None:
                 tr.run_tune(self.s, searcher=hooks.searcher, samples=samples, objs=self.objs,
                          folder=folder, on_finished=finished, tick=tick, controller=me.id,
                          restore=restore)
         except BaseException:  # SIGTERM (a KeyboardInterrupt here) or an error
-            self._interrupt(store, study, me, hooks.searcher.in_flight)
+            self._interrupt(store, study, me, tr.orphans(study, me, hooks.searcher.in_flight,
+                                                     since=started_at))
             raise
         if hooks.searcher.in_flight:  # Tune's SIGINT handler stopped it, its state saved
             tr.mark_for_restore(study, tr.experiment_dir(folder, self.s.study),

@@ -14,6 +14,7 @@ failed as interrupted and queued again once, as on the pool.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -25,10 +26,11 @@ from ray import tune
 
 from allocator.search._launch_tune import LIVE, MODEL, NpasOptunaSearch, hooks_of, make_scheduler
 from allocator.search._objectives import Objective
+from allocator.search._optuna_study import OptunaStudy
 from allocator.search._recorder import Finished
-from allocator.search._sharing import ATTR_CONTROLLER
+from allocator.search._sharing import ATTR_CONTROLLER, Controller
 
-__all__ = ["ATTR_RESTORE", "mark_for_restore", "restorable", "run_dir", "run_tune"]
+__all__ = ["ATTR_RESTORE", "mark_for_restore", "orphans", "restorable", "run_dir", "run_tune"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +148,19 @@ def _trainable(runner: str) -> Any:
     from allocator.search._launch_tune import tune_trainable
 
     return tune_trainable(runner)
+
+
+def orphans(study: OptunaStudy, me: Controller, in_flight: list[int], *,
+            since: datetime.datetime) -> list[int]:
+    """The trials an interrupted Tune run leaves behind: those in flight, and those its
+    searcher asked Optuna for (RUNNING, this run's or nobody's yet, asked since it
+    began) that Tune never started or the searcher had not yet claimed."""
+    from optuna.trial import TrialState
+
+    asked = [
+        t.number for t in study.trials()
+        if t.state == TrialState.RUNNING
+        and t.user_attrs.get(ATTR_CONTROLLER, me.id) == me.id
+        and t.datetime_start is not None and t.datetime_start >= since
+    ]
+    return sorted(set(in_flight) | set(asked))
