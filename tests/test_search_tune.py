@@ -191,5 +191,9 @@ def test_a_tune_search_interrupted_by_a_signal_resumes_to_the_requested_trials(t
         with StudyStore(url, must_exist=True) as store:
             assert store.load_study("i").user_attrs.get("npas_tune_restore") is None
     else:
-        for n in interrupted:  # each interrupted trial ran again once, as a retry
-            assert retries.count(n) == 1
+        # each interrupted trial that had started ran again once, as a retry; one the
+        # searcher had asked for but Tune had not started yet is replaced by a new trial
+        started = [n for n in interrupted if "npas_config" in by_number[n].user_attrs]
+        assert started
+        for n in interrupted:
+            assert retries.count(n) == (1 if n in started else 0)
