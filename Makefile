@@ -21,15 +21,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Two test processes (pytest-xdist); tests/conftest.py says which files are spread test by
-# test and which stay whole on one process (their module fixtures built once).
+# Two test processes (pytest-xdist), a test file each at a time: a file's module fixtures
+# (a store with a finished search, a two-node Ray cluster) are built once.
 PYTEST_JOBS ?= 2
 
 test: install lint
-	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile
 
 test-fast: install
-	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadgroup -m "not slow"
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile -m "not slow"
 
 demo: install
 	$(VENV)/bin/npas demo

@@ -34,24 +34,6 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-# `make test` runs two pytest-xdist workers with ``--dist loadgroup``. The tests of these
-# files each start their own search, Ray and database (no fixture wider than a test), so
-# they are spread test by test over the workers; every other file is one group, kept on
-# one worker, so that its module fixtures (a store with a finished search, a two-node Ray
-# cluster) are built once.
-SPREAD = frozenset({
-    "test_search_tune.py", "test_search_resume.py", "test_reliability_concurrency.py",
-    "test_reliability_faults.py", "test_reliability_storage.py", "test_ssn.py",
-    "test_ssn_rows.py", "test_trials_run.py", "test_thirdparty_models.py",
-})
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name not in SPREAD:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-
-
 def _pg_admin_url() -> str | None:
     """A URL that can create databases on the local server, or None if there is none."""
     import sqlalchemy as sa
