@@ -92,18 +92,26 @@ def test_rungs_and_the_rules() -> None:
 OPTIONS = {"data_size": 1500, "batch_size": 32, "max_steps_per_epoch": 12}
 
 
-@pytest.fixture(scope="module", params=["pool", "tune"])
-def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    engine = request.param
-    root = tmp_path_factory.mktemp(f"early-stop-{engine}")
-    url = f"sqlite:///{root / 'npas.db'}"
+def _live_curves(url: str, study: str) -> tuple[list[int], Any, StudyStore]:
+    """A progress callback that reads, while trials run, how many epochs each running
+    trial of ``study`` has in the store; the counts, the callback and its store."""
     live: list[int] = []
     watcher = StudyStore(url)
 
     def watch(status: Any) -> None:
         if status.running and watcher.exists():
-            trials = watcher.load_study("s").get_trials(deepcopy=False)
+            trials = watcher.load_study(study).get_trials(deepcopy=False)
             live.extend(len(t.intermediate_values) for t in trials if t.state.name == "RUNNING")
+
+    return live, watch, watcher
+
+
+@pytest.fixture(scope="module", params=["pool", "tune"])
+def stopped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    engine = request.param
+    root = tmp_path_factory.mktemp(f"early-stop-{engine}")
+    url = f"sqlite:///{root / 'npas.db'}"
+    live, watch, watcher = _live_curves(url, "s")
 
     settings = SearchSettings(
         study="s", model="cnn1d", data="mnist1d", space="lowbudget", trials=10, concurrency=2,
@@ -195,13 +203,7 @@ def test_a_trials_reported_epochs_come_back_with_its_outcome() -> None:
 @pytest.mark.slow
 def test_without_early_stopping_curves_still_reach_the_store_while_trials_run(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'npas.db'}"
-    live: list[int] = []
-    watcher = StudyStore(url)
-
-    def watch(status: Any) -> None:
-        if status.running and watcher.exists():
-            trials = watcher.load_study("n").get_trials(deepcopy=False)
-            live.extend(len(t.intermediate_values) for t in trials if t.state.name == "RUNNING")
+    live, watch, watcher = _live_curves(url, "n")
 
     summary = run_search(SearchSettings(
         study="n", model="cnn1d", data="mnist1d", space="lowbudget", trials=3, concurrency=2,
