@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -77,14 +78,96 @@ def hash_index(index: int, n: int, m: int) -> Tensor:
     return (torch.randperm(n, generator=gen) % m).long()
 
 
+def _chunks(offset: int, length: int, m: int) -> list[tuple[int, int, int]]:
+    """``(theta position, reader position, count)`` runs of a read of ``length`` values
+    from ``offset`` round a ``theta`` of ``m`` values (value ``j`` is
+    ``theta[(offset + j) % m]``).
+
+    >>> _chunks(3, 6, 5)
+    [(3, 0, 2), (0, 2, 4)]
+    """
+    out, src, pos = [], 0, offset % m
+    while src < length:
+        n = min(m - pos, length - src)
+        out.append((pos, src, n))
+        src += n
+        pos = 0
+    return out
+
+
+def _storage_unshared(t: Tensor) -> bool:
+    """Whether no other tensor shares ``t``'s memory (a ``.grad`` handed out, a
+    ``p.grad.detach()`` kept by the user, the autograd engine's own buffer).
+
+    torch has no public API for a storage's use count; without the private one npas
+    never reuses a buffer (the result is the same, only slower)."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return False
+    # The storage object made here holds one reference, `t` another.
+    return bool(count(t.untyped_storage()._cdata) <= 2)
+
+
+class _GradBuffer:
+    """A group's reusable gradient memory (not state: copies and pickles drop it)."""
+
+    def __init__(self) -> None:
+        self.tensor: Tensor | None = None
+
+    def __deepcopy__(self, memo: dict) -> _GradBuffer:
+        return _GradBuffer()
+
+    def __getstate__(self) -> dict:
+        return {"tensor": None}
+
+
+class _GroupRead(torch.autograd.Function):
+    """Every read of a group in one ``SSN.forward``: forward returns each reader's
+    values (views of ``theta`` where they do not wrap) and an empty ``token`` that row
+    gathers (:class:`_GatherRows`) hang from; backward writes ``theta``'s gradient once,
+    into memory the group reuses from step to step (:meth:`ParameterGroup.gradient`)."""
+
+    @staticmethod
+    def forward(ctx: Any, theta: Tensor, group: ParameterGroup, gathered: list) -> Any:
+        ctx.set_materialize_grads(False)
+        ctx.group, ctx.gathered = group, gathered
+        return (*group._pieces(), theta.new_empty(0))
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> Any:
+        # This pass's row gathers, taken out: a second backward through the same graph
+        # (retain_graph, or differentiating a create_graph gradient) brings its own.
+        gathered = list(ctx.gathered)
+        ctx.gathered.clear()
+        return ctx.group.gradient(grads[:-1], gathered), None, None
+
+
+class _GatherRows(torch.autograd.Function):
+    """``theta[positions]`` inside ``SSN.forward``: its gradient is not a ``theta``-sized
+    tensor of its own but a list entry that :class:`_GroupRead`'s backward (which runs
+    after it: it waits for ``token``) adds into the group's one gradient write."""
+
+    @staticmethod
+    def forward(ctx: Any, token: Tensor, theta: Tensor, positions: Tensor,
+                gathered: list) -> Tensor:
+        ctx.positions, ctx.gathered = positions, gathered
+        return theta.index_select(0, positions)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Any:
+        ctx.gathered.append((ctx.positions, grad))
+        return None, None, None, None
+
+
 class ParameterGroup(nn.Module):
     """The shared parameters of one group: ``theta`` and, for ``emb``, ``A`` and ``b``.
 
     Every layer of the group registers what it reads (:meth:`add_reader`). Inside
-    :meth:`reading` (the SSN's forward), the windows of all layers whose windows lie end
-    to end are cut from one read of ``theta`` (``split``), so that the backward pass
-    writes ``theta``'s gradient once per group instead of once per layer; outside it,
-    each layer reads only its own windows.
+    :meth:`reading` (the SSN's forward), all layers are served from one read of
+    ``theta`` (the windows of those that lie end to end are one ``split``), and the
+    backward pass writes ``theta``'s gradient once per group, into memory reused from
+    step to step while nothing else holds it; outside it, each layer reads only its
+    own windows.
     """
 
     def __init__(self, plan: GroupPlan, *, dtype: torch.dtype, device: torch.device) -> None:
@@ -99,7 +182,9 @@ class ParameterGroup(nn.Module):
         self._reads: list[tuple[int, int]] = []  # (offset, length) per reader
         self._chain: list[int] = []  # readers whose windows follow each other from 0
         self._cursor = 0
-        self._step: list[Tensor] | None = None  # this forward's reads, inside `reading`
+        self._step: list[Tensor] | None = None  # this forward's reads (+ token), in `reading`
+        self._gathered: list[tuple[Tensor, Tensor]] = []  # this forward's row gathers
+        self._buffer = _GradBuffer()
 
     def add_reader(self, offset: int, length: int, *, chain: bool) -> int:
         """Register a layer reading ``length`` values from ``offset``; its reader index."""
@@ -118,15 +203,30 @@ class ParameterGroup(nn.Module):
         finally:
             self._step = None
 
+    def _started(self) -> list[Tensor]:
+        assert self._step is not None
+        if not self._step:
+            self._gathered = []
+            self._step.extend(_GroupRead.apply(self.theta, self, self._gathered))
+        return self._step
+
     def read(self, reader: int) -> Tensor:
         """The values reader ``reader`` registered, as one flat tensor."""
         if self._step is None:
             return self.window(*self._reads[reader])
-        if not self._step:
-            self._step.extend(self._read_all())
-        return self._step[reader]
+        return self._started()[reader]
 
-    def _read_all(self) -> list[Tensor]:
+    def read_at(self, reader: int, positions: Tensor) -> Tensor:
+        """``read(reader)[positions]``, without a gradient of the reader's size: an
+        embedding reads a few rows of a large window."""
+        if self._step is None:
+            return self.read(reader).index_select(0, positions)
+        token = self._started()[-1]
+        offset = self._reads[reader][0]
+        at = (positions + offset) % self.theta.numel()
+        return _GatherRows.apply(token, self.theta.detach(), at, self._gathered)
+
+    def _pieces(self) -> list[Tensor]:
         out: list[Tensor | None] = [None] * len(self._reads)
         if self._chain:
             lengths = [self._reads[i][1] for i in self._chain]
@@ -134,10 +234,58 @@ class ParameterGroup(nn.Module):
                 out[i] = part
         return [self.window(*r) if t is None else t for r, t in zip(self._reads, out, strict=True)]
 
+    def gradient(self, grads: tuple[Tensor | None, ...],
+                 gathered: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """``theta``'s gradient from its readers' gradients (``None`` where a reader's
+        values were not used) and the row gathers' ``(positions, gradient)``.
+
+        Written in one pass into memory the group keeps: a fresh ``theta``-sized tensor
+        at every step is page-faulted in again by the allocator once it is larger than
+        glibc's ``mmap`` threshold (32 MB), which cost more than the rest of the backward
+        pass of small models at budget 4.0 (``docs/ssn.md``, Speed). The memory is
+        reused only while no tensor but the group's shares it; under ``create_graph``
+        the gradient is built out of place, so that it can be differentiated."""
+        theta = self.theta
+        m = theta.numel()
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, out of place
+            out = theta.new_zeros(m)
+            for (offset, length), g in zip(self._reads, grads, strict=True):
+                if g is not None:
+                    at = (torch.arange(length, device=theta.device) + offset) % m
+                    out = out.index_add(0, at, g.reshape(-1))
+            for at, g in gathered:
+                out = out.index_add(0, at, g.reshape(-1))
+            return out
+        buf = self._buffer.tensor
+        if buf is None or buf.shape != theta.shape or buf.dtype != theta.dtype \
+                or buf.device != theta.device or not _storage_unshared(buf):
+            buf = self._buffer.tensor = torch.empty_like(theta)
+        # The chain's first lap round theta is written, the rest added.
+        covered = min(self._cursor, m)
+        buf[covered:].zero_()
+        chained = set(self._chain)
+        written = 0
+        for i in (*self._chain, *(i for i in range(len(self._reads)) if i not in chained)):
+            offset, length = self._reads[i]
+            g = grads[i]
+            for pos, src, n in _chunks(offset, length, m):
+                first = i in chained and written < covered
+                if first:
+                    written += n
+                    if g is None:
+                        buf[pos : pos + n].zero_()
+                    else:
+                        buf[pos : pos + n].copy_(g.reshape(-1)[src : src + n])
+                elif g is not None:
+                    buf[pos : pos + n].add_(g.reshape(-1)[src : src + n])
+        for at, g in gathered:
+            buf.index_add_(0, at, g.reshape(-1))
+        return buf.detach()  # another tensor on the same memory: autograd keeps it as .grad
+
     def _split_laps(self, lengths: list[int]) -> list[Tensor]:
         """Consecutive pieces of ``lengths`` values from 0, going round ``theta`` as often
-        as they need: each lap round ``theta`` is one ``split`` (views; one gradient
-        write per lap), and a piece that crosses the end of a lap is joined."""
+        as they need: each lap round ``theta`` is one ``split`` (views), and a piece that
+        crosses the end of a lap is joined."""
         m = self.theta.numel()
         bounds = list(itertools.accumulate(lengths, initial=0))
         total = bounds[-1]

@@ -91,10 +91,12 @@ def generated_rows(gen: GeneratedWeight, index: Tensor) -> Tensor:
     only the requested rows.
     """
     shape = (index.numel(), *gen.shape[1:])
-    t = gen.group.read(gen.reader).view(gen.templates, gen.window)
     if gen.expand is None:
-        rows = t.view(gen.templates, gen.shape[0], -1).index_select(1, index)
-        return gen.mix(rows.reshape(gen.templates, -1)).view(shape)
+        # Positions of the rows in each template: the gradient is these rows only.
+        k = torch.arange(gen.templates, device=index.device)[:, None] * gen.window
+        rows = gen.group.read_at(gen.reader, (k + _flat_positions(gen, index)).reshape(-1))
+        return gen.mix(rows.view(gen.templates, -1)).view(shape)
+    t = gen.group.read(gen.reader).view(gen.templates, gen.window)
     expander = ROW_EXPANDERS.get(gen.expand)
     if expander is None:  # a kind without a row function: the full weight, indexed
         return gen(t.new_empty(0)).index_select(0, index)

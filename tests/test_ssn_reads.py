@@ -59,3 +59,80 @@ def test_grouped_reads_match_per_layer_reads(name, budget, options) -> None:
     torch.testing.assert_close(outs[0], outs[1])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def _bert_like() -> tuple[allocator.SSN, torch.Tensor]:
+    """An embedding-heavy model whose group is read by rows and by whole layers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(500, 16), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+    ssn = allocator.shapeshift(model, 4.0)
+    assert ssn._row_modules == ["0"]
+    return ssn, torch.randint(0, 500, (6, 9))
+
+
+def _loss(ssn: allocator.SSN, ids: torch.Tensor, seed: int) -> torch.Tensor:
+    out = ssn(ids)
+    return (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))).sum()
+
+
+def _reference(ssn: allocator.SSN, ids: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    """theta's gradient summed over ``seeds``' losses, per-layer reads (``ssn.model``)."""
+    theta = ssn.groups[0].theta
+    total = torch.zeros_like(theta)
+    for seed in seeds:
+        out = ssn.model(ids)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+        total += torch.autograd.grad((out * g).sum(), theta)[0]
+    return total
+
+
+def test_reused_gradient_memory_never_overwrites_a_gradient_someone_holds() -> None:
+    ssn, ids = _bert_like()
+    theta = ssn.groups[0].theta
+    kept = []
+    for seed in range(3):  # zero_grad(set_to_none=True) between steps, as torch's default
+        ssn.zero_grad(set_to_none=True)
+        _loss(ssn, ids, seed).backward()
+        kept.append((theta.grad.detach(), theta.grad.clone()))  # an alias, and a copy
+        torch.testing.assert_close(theta.grad, _reference(ssn, ids, [seed]))
+    for alias, copy in kept:
+        assert torch.equal(alias, copy)  # no later step wrote into a kept gradient
+
+
+def test_reused_gradient_memory_is_reused_when_nothing_holds_it() -> None:
+    ssn, ids = _bert_like()
+    theta = ssn.groups[0].theta
+    pointers = set()
+    for seed in range(3):
+        ssn.zero_grad(set_to_none=True)
+        _loss(ssn, ids, seed).backward()
+        pointers.add(theta.grad.data_ptr())
+        torch.testing.assert_close(theta.grad, _reference(ssn, ids, [seed]))
+    assert len(pointers) == 1  # autograd kept the group's memory as .grad, step after step
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradients_accumulate_over_backward_calls(set_to_none) -> None:
+    ssn, ids = _bert_like()
+    theta = ssn.groups[0].theta
+    ssn.zero_grad(set_to_none=set_to_none)
+    for seed in (0, 1, 2):  # gradient accumulation: three backward calls, one step
+        _loss(ssn, ids, seed).backward()
+    torch.testing.assert_close(theta.grad, _reference(ssn, ids, [0, 1, 2]))
+    both = _loss(ssn, ids, 3) + _loss(ssn, ids, 4)  # two forwards, one backward
+    ssn.zero_grad(set_to_none=set_to_none)
+    both.backward()
+    torch.testing.assert_close(theta.grad, _reference(ssn, ids, [3, 4]))
+
+
+def test_second_order_gradients_match_per_layer_reads() -> None:
+    """create_graph=True (a gradient penalty): theta's gradient is built differentiably."""
+    ssn, ids = _bert_like()
+    theta = ssn.groups[0].theta
+    results = []
+    for call in (ssn, ssn.model):
+        (g,) = torch.autograd.grad(call(ids).pow(2).sum(), theta, create_graph=True)
+        (gg,) = torch.autograd.grad(g.pow(2).sum(), theta)
+        results.append((g.detach(), gg))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])

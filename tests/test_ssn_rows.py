@@ -241,7 +241,9 @@ def test_tied_embeddings_are_generated_in_full_and_stay_tied() -> None:
     assert ssn._row_modules == ["transformer.wpe"]  # wte is tied to lm_head
     ids = torch.randint(0, 100, (2, 12))
     ssn.eval()
-    _assert_same(ssn, _full_path(ssn), ids, atol=1e-6, rtol=1e-6)
+    # theta's gradient sums 12 laps of its layers' windows (values up to ~50): the order
+    # of the sums differs between the two paths.
+    _assert_same(ssn, _full_path(ssn), ids, atol=2e-5, rtol=1e-5)
     plain = allocator.materialize(ssn)
     assert plain.get_submodule("lm_head").weight is plain.get_submodule("transformer.wte").weight
 
