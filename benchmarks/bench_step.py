@@ -84,31 +84,38 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 CLOCK = time.perf_counter
 
 
-def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+          y: torch.Tensor) -> tuple[float, float]:
+    """(whole step, of which the optimizer's update)."""
     t0 = CLOCK()
     loss = F.cross_entropy(_logits(model, x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    t1 = CLOCK()
     opt.step()
-    return CLOCK() - t0
+    t2 = CLOCK()
+    return t2 - t0, t2 - t1
 
 
-def _infer(model: nn.Module, x: torch.Tensor) -> float:
+def _infer(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     t0 = CLOCK()
     with torch.no_grad():
         _logits(model, x)
-    return CLOCK() - t0
+    return CLOCK() - t0, 0.0
 
 
-def _interleaved(fns: dict[str, Callable[[], float]], steps: int, warmup: int) -> dict[str, float]:
+def _interleaved(fns: dict[str, Callable[[], tuple[float, float]]], steps: int,
+                 warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Medians of each function's (time, part of it) over ``steps`` interleaved runs."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
     for _ in range(steps):
         for k, fn in fns.items():
             times[k].append(fn())
-    return {k: statistics.median(v) for k, v in times.items()}
+    return ({k: statistics.median(t for t, _ in v) for k, v in times.items()},
+            {k: statistics.median(p for _, p in v) for k, v in times.items()})
 
 
 def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Iterator[dict]:
@@ -126,15 +133,15 @@ def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Ite
         for m in models.values():
             m.train()
         opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
-        train = _interleaved(
+        train, update = _interleaved(
             {k: (lambda m=m, o=opts[k], x=x, y=y: _step(m, o, x, y)) for k, m in models.items()},
             steps, warmup,
         )
         timed = {k: models[k] for k in ("plain", "defaults", "materialized")}
         for m in timed.values():
             m.eval()
-        infer = _interleaved({k: (lambda m=m, x=x: _infer(m, x)) for k, m in timed.items()},
-                             steps, warmup)
+        infer, _ = _interleaved({k: (lambda m=m, x=x: _infer(m, x)) for k, m in timed.items()},
+                                steps, warmup)
         row = {
             "model": spec,
             "budget": budget,
@@ -144,10 +151,20 @@ def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Ite
             "step_s": train,
             "infer_s": infer,
             "step_ratio": {k: train[k] / train["plain"] for k in train if k != "plain"},
+            # The optimizer's update (SGD with momentum) alone, and the step without it:
+            # an update's cost is proportional to the values trained, whatever generates
+            # the weights, so at budget 4.0 it is four times the plain model's.
+            "update_s": update,
+            "step_ratio_without_update": {
+                k: (train[k] - update[k]) / (train["plain"] - update["plain"])
+                for k in train if k != "plain"},
             "infer_ratio": {k: infer[k] / infer["plain"] for k in infer if k != "plain"},
         }
         ratios = "  ".join(f"{k} {v:.3f}x" for k, v in row["step_ratio"].items())
         print(f"{spec:18s} budget {budget:<4} plain step {train['plain'] * 1e3:7.1f} ms  {ratios}"
+              f"  | update plain {update['plain'] * 1e3:.1f} ms defaults "
+              f"{update['defaults'] * 1e3:.1f} ms, without it defaults "
+              f"{row['step_ratio_without_update']['defaults']:.3f}x"
               f"  | inference defaults {row['infer_ratio']['defaults']:.3f}x "
               f"materialized {row['infer_ratio']['materialized']:.3f}x", flush=True)
         yield row
