@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,9 @@ from allocator.search._store import StudyStore
 from search_spaces import SearchSpace, load_space
 
 __all__ = ["SearchSummary", "resume_search", "run_search"]
+
+#: ``keep(number, model_bytes, values)``: a finished trial's weights, to keep or not.
+Keep = Callable[[int, bytes, list[float]], None]
 
 logger = logging.getLogger(__name__)
 
@@ -224,16 +226,8 @@ class _Search:
               launcher: PoolLauncher, space: SearchSpace, floor: Any,
               art_dir: Path | None) -> None:
         keep_weights = self.s.keep_models != "none"
-        art_store = _artifacts.open_store(art_dir) if art_dir else None
-        asked: dict[int, Any] = {}  # this controller's optuna.Trial objects, by number
-
-        def keep(number: int, model: bytes, values: list[float]) -> None:
-            if art_store is not None and (self.s.keep_models == "all" or self.tally.on_front(values)):
-                study.call(partial(_artifacts.keep, art_store, asked[number], model),
-                           "keep a trial's weights")
-
         recorder = Recorder(study, store, self.objs, controller=me.id, engine=launcher.engine,
-                            keep=keep)
+                            keep=self._keeper(study, art_dir))
         launches = Launches(study, store, me, trials=self.s.trials,
                             grid=space.grid() if self.s.sampler == "grid" else None,
                             seed=self.s.seed)
@@ -247,7 +241,6 @@ class _Search:
                     trial = launches.next(self.tally)
                     if trial is None:
                         break
-                    asked[trial.number] = trial
                     self._start(recorder, launcher, space, floor, trial, keep_weights)
                 self._report(len(launcher.running))
                 # live curves: after the launches, so that no trial waits on them to start
@@ -260,7 +253,6 @@ class _Search:
                     continue
                 for run in launcher.wait(_TICK_S):
                     self._finish(recorder, study, run)
-                    asked.pop(run.number, None)
         except BaseException:
             self._interrupt(store, study, me, launcher.running, launcher.stop)
             raise
@@ -276,14 +268,8 @@ class _Search:
         from allocator.search import _tune_run as tr
         from allocator.search._launch_tune import tune_search_alg
 
-        art_store = _artifacts.open_store(art_dir) if art_dir else None
-
-        def keep(number: int, model: bytes, values: list[float]) -> None:
-            if art_store is not None and (self.s.keep_models == "all" or self.tally.on_front(values)):
-                study.call(lambda: _artifacts.keep(art_store, study.trial(number), model,
-                                                   storage=study.storage), "keep a trial's weights")
-
-        recorder = Recorder(study, store, self.objs, controller=me.id, engine="tune", keep=keep)
+        recorder = Recorder(study, store, self.objs, controller=me.id, engine="tune",
+                            keep=self._keeper(study, art_dir))
         self.launches = launches = Launches(study, store, me, trials=self.s.trials)
         folder = tr.run_dir(store.sqlite_file, self.s.artifacts)
         restore = tr.restorable(study, me, self.s.trials) if self.resume else None
@@ -293,7 +279,7 @@ class _Search:
         samples = self.s.trials - self.tally.done
         hooks = tune_search_alg(self.s, recorder=recorder, sampler=study.study.sampler,
                                 storage=store.optuna_storage, controller=me.id, space=space,
-                                keep=art_store is not None).hooks
+                                keep=art_dir is not None).hooks
         ticked = [0.0]
 
         def finished(run: Finished, status: str, values: list[float] | None) -> None:
@@ -323,6 +309,17 @@ class _Search:
         self.loop_s = time.monotonic() - loop_start
         self.tally.reset(study.trials())
         self._report(0, finished=True)
+
+    def _keeper(self, study: OptunaStudy, art_dir: Path | None) -> Keep:
+        """What the recorder calls with a finished trial's weights: upload them as the
+        trial's artifact if ``--keep-models`` asks for them (all, or on the front)."""
+        art_store = _artifacts.open_store(art_dir) if art_dir else None
+
+        def keep(number: int, model: bytes, values: list[float]) -> None:
+            if art_store is not None and (self.s.keep_models == "all" or self.tally.on_front(values)):
+                study.call(lambda: _artifacts.keep(art_store, study.trial(number), model,
+                                                   storage=study.storage), "keep a trial's weights")
+        return keep
 
     def _start(self, recorder: Recorder, launcher: PoolLauncher, space: SearchSpace, floor: Any,
                trial: Any, keep: bool) -> None:
