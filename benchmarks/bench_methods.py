@@ -146,9 +146,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (model, data, budget, method), by_seed in sorted(table.items()):
         accs = [a for a in map(_accuracy, by_seed.values()) if a is not None]
+        refused = sum(r["status"] == "refused" for r in by_seed.values())
         entry: dict[str, Any] = {
             "model": model, "data": data, "method": method, "budget": budget,
-            "runs": len(by_seed), "failed": len(by_seed) - len(accs),
+            "runs": len(by_seed), "failed": len(by_seed) - len(accs) - refused,
+            "refused": refused,
             "params": round(statistics.mean(r["trainable_params"] for r in by_seed.values())),
             "test_accuracy_mean": statistics.mean(accs) if accs else None,
             "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -186,6 +188,8 @@ def markdown(summary: list[dict[str, Any]]) -> str:
             s = row.get(method)
             if s is None:
                 return ""
+            if s.get("refused") == s["runs"]:
+                return "refused (budget below its minimum)"
             fails = f" ({s['failed']} failed)" if s["failed"] else ""
             return _pct(s["test_accuracy_mean"], s["test_accuracy_std"]) + fails
 
@@ -225,6 +229,10 @@ def main() -> None:
                         help="choose each SSN budget's groups and downsampling generator on "
                              "validation accuracy first (see the module's docstring)")
     parser.add_argument("--select-seeds", nargs="+", type=int, default=[100, 101])
+    parser.add_argument("--baselines-from", type=Path, metavar="JSON",
+                        help="take the full, reduced-width and HashedNets runs from an earlier "
+                             "result file where their configs match (model, data, epochs, "
+                             "seed, budget) and train only what it lacks (the SSN)")
     parser.add_argument("--out", type=Path, default=RESULTS / "methods.json")
     args = parser.parse_args()
     args.data_epochs = {k: int(v) for k, _, v in (item.partition("=") for item in args.data_epochs)}
@@ -236,6 +244,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
         runs = configs(args, select(args, pool) if args.select else None)
+        reused = _baselines(args.baselines_from, runs) if args.baselines_from else []
+        rows.extend(reused)
+        done = {id(row["config"]) for row in reused}
+        runs = [cfg for cfg in runs if id(cfg) not in done]
         for row in pool.map(_run, runs):
             cfg = row["config"]
             print(f"{cfg['model']} {cfg['data']} seed {cfg['seed']} {cfg['method']:14s} "
@@ -243,9 +255,23 @@ def main() -> None:
                   f"params {row['trainable_params']:>8,} test {row['test_accuracy']}",
                   flush=True)
             rows.append(row)
-            _write(args, rows, start, done=len(rows) == len(runs))  # partial results too
+            _write(args, rows, start, done=len(rows) == len(runs) + len(reused))  # partial too
     print(markdown(summarise(rows)))
     print(f"wrote {args.out}")
+
+
+def _baselines(path: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``path`` for the baselines among ``runs`` (same config), each with the
+    config object of ``runs`` it stands for and where it came from."""
+    earlier = {json.dumps(row["config"], sort_keys=True): row
+               for row in json.loads(path.read_text())["runs"]
+               if row["config"]["method"] != "ssn"}
+    out = []
+    for cfg in runs:
+        row = earlier.get(json.dumps(cfg, sort_keys=True))
+        if row is not None:
+            out.append({**row, "config": cfg, "reused_from": str(path)})
+    return out
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float, *,
