@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from allocator._budget import MASK_WINDOW
-from allocator._generators import GeneratedWeight, _tile
+from allocator._generators import GeneratedWeight
 from allocator._padding import ZeroRows
 
 __all__ = ["ROW_EXPANDERS", "generated_rows", "row_lookups", "rows_eligible"]
@@ -39,42 +39,49 @@ def _flat_positions(gen: GeneratedWeight, index: Tensor) -> Tensor:
     return (index[:, None] * cols + offsets).reshape(-1)
 
 
-def _rows_repeat(gen: GeneratedWeight, w: Tensor, index: Tensor) -> Tensor:
+#: Values of the mixed templates at positions ``q`` (1-D, long, each < the window).
+Mixed = Callable[[Tensor], Tensor]
+
+
+def _rows_repeat(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
     """``_tile(w, n) * sign`` at the rows' positions."""
     pos = _flat_positions(gen, index)
-    return w.index_select(0, pos % w.numel()) * gen.sign.index_select(0, pos)
+    return w(pos % gen.window) * gen.sign.index_select(0, pos)
 
 
-def _rows_mask(gen: GeneratedWeight, w: Tensor, index: Tensor) -> Tensor:
+def _rows_mask(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
     """``w`` then its copies, each window of copied values times its learned scalar."""
     pos = _flat_positions(gen, index)
-    window = w.numel()
+    window = gen.window
     scale = gen.mask.index_select(0, (pos - window).clamp_min(0) // MASK_WINDOW)
     scale = torch.where(pos < window, torch.ones_like(scale), scale)
-    return w.index_select(0, pos % window) * scale
+    return w(pos % window) * scale
 
 
-def _rows_inter(gen: GeneratedWeight, w: Tensor, index: Tensor) -> Tensor:
+def _rows_inter(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
     """The bilinear interpolation of :meth:`GeneratedWeight.forward`, rows first: only
-    the requested rows are interpolated along the first axis, then along the second."""
+    the grid rows the requested rows interpolate between are read, interpolated along
+    the first axis, then along the second."""
     r, c = gen.grid
-    small = _tile(w, r * c).view(r, c)
     lo, hi = gen.lo0.index_select(0, index), gen.hi0.index_select(0, index)
-    small = torch.lerp(small.index_select(0, lo), small.index_select(0, hi),
-                       gen.frac0.index_select(0, index)[:, None])
+    grid_rows = torch.cat((lo, hi))
+    cells = (grid_rows[:, None] * c + torch.arange(c, device=index.device)).reshape(-1)
+    small = w(cells % gen.window).view(2, index.numel(), c)  # _tile(w, r * c) at those rows
+    small = torch.lerp(small[0], small[1], gen.frac0.index_select(0, index)[:, None])
     big = torch.lerp(small.index_select(1, gen.lo1), small.index_select(1, gen.hi1), gen.frac1)
     sign = gen.sign.view(gen.shape[0], -1).index_select(0, index)
     return (big * sign).reshape(-1)
 
 
-def _rows_hash(gen: GeneratedWeight, w: Tensor, index: Tensor) -> Tensor:
+def _rows_hash(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
     """``w[hash] * sign`` at the rows' positions."""
     pos = _flat_positions(gen, index)
-    return w.index_select(0, gen.hash.index_select(0, pos)) * gen.sign.index_select(0, pos)
+    return w(gen.hash.index_select(0, pos)) * gen.sign.index_select(0, pos)
 
 
-#: Row function per expansion kind: ``(generator, mixed templates, row ids) -> values``.
-ROW_EXPANDERS: dict[str, Callable[[GeneratedWeight, Tensor, Tensor], Tensor]] = {
+#: Row function per expansion kind: ``(generator, mixed templates at given positions,
+#: row ids) -> values``.
+ROW_EXPANDERS: dict[str, Callable[[GeneratedWeight, Mixed, Tensor], Tensor]] = {
     "repeat": _rows_repeat,
     "mask": _rows_mask,
     "inter": _rows_inter,
@@ -82,25 +89,34 @@ ROW_EXPANDERS: dict[str, Callable[[GeneratedWeight, Tensor, Tensor], Tensor]] = 
 }
 
 
+def _mixed_at(gen: GeneratedWeight) -> Mixed:
+    """The mixed templates at positions ``q``, reading only those positions of each
+    template (inside ``SSN.forward`` their gradient is scattered into ``theta``'s)."""
+    k = torch.arange(gen.templates, device=gen.group.theta.device)[:, None] * gen.window
+
+    def at(q: Tensor) -> Tensor:
+        values = gen.group.read_at(gen.reader, (k + q).reshape(-1))
+        return gen.mix(values.view(gen.templates, -1))
+    return at
+
+
 def generated_rows(gen: GeneratedWeight, index: Tensor) -> Tensor:
     """Rows ``index`` (1-D, long) of the weight ``gen`` generates: equal to
     ``gen(...)[index]``, computed from the values those rows need.
 
-    Without expansion a row is a mix of the same rows of the templates, so only those
-    are read; an expanding generator mixes its (smaller) templates in full and expands
-    only the requested rows.
+    Every generator mixes its templates position by position, so a row needs only the
+    template values at the positions it reads: its own (no expansion) or those its
+    expansion copies or interpolates from.
     """
     shape = (index.numel(), *gen.shape[1:])
+    mixed = _mixed_at(gen)
     if gen.expand is None:
-        # Positions of the rows in each template: the gradient is these rows only.
-        k = torch.arange(gen.templates, device=index.device)[:, None] * gen.window
-        rows = gen.group.read_at(gen.reader, (k + _flat_positions(gen, index)).reshape(-1))
-        return gen.mix(rows.view(gen.templates, -1)).view(shape)
-    t = gen.group.read(gen.reader).view(gen.templates, gen.window)
+        return mixed(_flat_positions(gen, index)).view(shape)
     expander = ROW_EXPANDERS.get(gen.expand)
     if expander is None:  # a kind without a row function: the full weight, indexed
+        t = gen.group.read(gen.reader)
         return gen(t.new_empty(0)).index_select(0, index)
-    return expander(gen, gen.mix(t), index).view(shape)
+    return expander(gen, mixed, index).view(shape)
 
 
 def rows_eligible(module: nn.Module, owners: int) -> bool:
