@@ -109,14 +109,12 @@ def generated_rows(gen: GeneratedWeight, index: Tensor) -> Tensor:
     expansion copies or interpolates from.
     """
     shape = (index.numel(), *gen.shape[1:])
-    mixed = _mixed_at(gen)
     if gen.expand is None:
-        return mixed(_flat_positions(gen, index)).view(shape)
+        return _mixed_at(gen)(_flat_positions(gen, index)).view(shape)
     expander = ROW_EXPANDERS.get(gen.expand)
     if expander is None:  # a kind without a row function: the full weight, indexed
-        t = gen.group.read(gen.reader)
-        return gen(t.new_empty(0)).index_select(0, index)
-    return expander(gen, mixed, index).view(shape)
+        return gen(gen.group.theta.new_empty(0)).index_select(0, index)
+    return expander(gen, _mixed_at(gen), index).view(shape)
 
 
 def rows_eligible(module: nn.Module, owners: int) -> bool:

@@ -244,10 +244,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
         runs = configs(args, select(args, pool) if args.select else None)
-        reused = _baselines(args.baselines_from, runs) if args.baselines_from else []
+        reused, runs = _baselines(args.baselines_from, runs) if args.baselines_from else ([], runs)
         rows.extend(reused)
-        done = {id(row["config"]) for row in reused}
-        runs = [cfg for cfg in runs if id(cfg) not in done]
         for row in pool.map(_run, runs):
             cfg = row["config"]
             print(f"{cfg['model']} {cfg['data']} seed {cfg['seed']} {cfg['method']:14s} "
@@ -260,18 +258,21 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _baselines(path: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of ``path`` for the baselines among ``runs`` (same config), each with the
-    config object of ``runs`` it stands for and where it came from."""
+def _baselines(path: Path, runs: list[dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows of ``path`` for the baselines among ``runs``, same config, each marked with
+    where it came from; the runs left to train)."""
     earlier = {json.dumps(row["config"], sort_keys=True): row
                for row in json.loads(path.read_text())["runs"]
                if row["config"]["method"] != "ssn"}
-    out = []
+    reused, left = [], []
     for cfg in runs:
         row = earlier.get(json.dumps(cfg, sort_keys=True))
-        if row is not None:
-            out.append({**row, "config": cfg, "reused_from": str(path)})
-    return out
+        if row is None:
+            left.append(cfg)
+        else:
+            reused.append({**row, "config": cfg, "reused_from": str(path)})
+    return reused, left
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float, *,
