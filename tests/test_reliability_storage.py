@@ -225,6 +225,42 @@ def test_the_stores_own_writes_and_reads_wait_out_an_outage_in_the_retry(postgre
         store.close()
 
 
+def test_a_connection_lost_inside_optunas_read_is_an_outage_not_an_error(postgres_url):
+    """Optuna's trial read falls back to a second query on the same session when the first
+    fails; after a lost connection that second query raises SQLAlchemy's "Can't reconnect
+    until invalid transaction is rolled back" (wrapped in StorageInternalError). The retry
+    waits it out like any lost connection (before, the search stopped with exit 2)."""
+    from allocator.search._retry import DatabaseRetry
+
+    admin = sa.create_engine(_pg_admin_url() or "", isolation_level="AUTOCOMMIT")
+    store = StudyStore(postgres_url)
+    cuts: list[int] = []
+
+    def cut_once(conn, cursor, statement, *args) -> None:  # the trials' query, mid-session
+        if not cuts and statement.lstrip().startswith("SELECT trials."):
+            cuts.append(conn.connection.dbapi_connection.info.backend_pid)
+            with admin.connect() as a:
+                a.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": cuts[0]})
+
+    try:
+        store.initialise()
+        storage = store.optuna_storage
+        study = optuna.create_study(storage=storage, study_name="lost")
+        study.enqueue_trial({"x": 1})
+        study_id = storage.get_study_id_from_name("lost")
+        sa.event.listen(storage.engine, "before_cursor_execute", cut_once)
+        with pytest.raises(optuna.exceptions.StorageInternalError) as raised:
+            storage.get_all_trials(study_id)  # what the retry is handed
+        assert cuts and raised.value.__cause__.code == "8s2b"
+        cuts.clear()
+        db = DatabaseRetry(30, store.masked_url, sleep=lambda s: None)
+        trials = db.call(lambda: storage.get_all_trials(study_id), "read the trials")
+        assert len(cuts) == 1 and db.outages == 1 and len(trials) == 1
+    finally:
+        store.close()
+        admin.dispose()
+
+
 def test_a_postgresql_outage_past_db_timeout_stops_in_one_line_and_loses_nothing(
     postgres_url, tmp_path
 ):

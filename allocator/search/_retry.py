@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.25, 5.0
+# SQLAlchemy's error code for "Can't reconnect until invalid transaction is rolled back"
+# (https://sqlalche.me/e/20/8s2b): a statement on a connection that went away mid-transaction
+_LOST_IN_TRANSACTION = "8s2b"
 
 
 def transient(exc: BaseException) -> bool:
@@ -51,6 +54,9 @@ def transient(exc: BaseException) -> bool:
             return True
         if isinstance(current, sa.exc.DBAPIError) and current.connection_invalidated:
             return True
+        if isinstance(current, sa.exc.PendingRollbackError) and current.code == _LOST_IN_TRANSACTION:
+            return True  # the connection was lost inside a transaction and reused (Optuna's
+            # fallback query after a failed one); the session is rolled back on the way out
         if isinstance(current, StorageError):  # npas's own one-line wrapper (the store's
             # ``_errors``) raises ``from None``: what it wrapped is still its context
             current = current.__cause__ or current.__context__
