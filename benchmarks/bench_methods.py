@@ -77,7 +77,10 @@ def ssn_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def base_config(args: argparse.Namespace, model: str, data: str) -> dict[str, Any]:
     epochs = args.data_epochs.get(data, args.epochs)
-    return {"model": model, "data": data, "epochs": epochs, "eval_test": True, "threads": 1}
+    # the clip is written into every config, so that runs of an earlier default never pass
+    # for these in --baselines-from
+    return {"model": model, "data": data, "epochs": epochs, "eval_test": True, "threads": 1,
+            "grad_clip": args.grad_clip}
 
 
 def select(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[float, dict[str, Any]]:
@@ -206,6 +209,12 @@ def markdown(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _default_clip() -> float:
+    from trials import TrialConfig
+
+    return TrialConfig().grad_clip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cnn1d", "resnet1d"])
@@ -233,6 +242,8 @@ def main() -> None:
                         help="take the full, reduced-width and HashedNets runs from an earlier "
                              "result file where their configs match (model, data, epochs, "
                              "seed, budget) and train only what it lacks (the SSN)")
+    parser.add_argument("--grad-clip", type=float, default=_default_clip(),
+                        help="the trials' gradient-norm clip (default: the trial's; 0: off)")
     parser.add_argument("--out", type=Path, default=RESULTS / "methods.json")
     args = parser.parse_args()
     args.data_epochs = {k: int(v) for k, _, v in (item.partition("=") for item in args.data_epochs)}

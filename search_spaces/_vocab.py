@@ -65,6 +65,7 @@ FIELDS: dict[str, Field] = {
         Field("weight_decay", float, low=0.0, help="weight decay"),
         Field("schedule", str, help="learning-rate schedule name"),
         Field("label_smoothing", float, low=0.0, high_open=1.0, help="label smoothing"),
+        Field("grad_clip", float, low=0.0, help="gradient-norm clip (0: off)"),
     )
 }
 

@@ -26,7 +26,7 @@ TINY = {"data_size": 600, "max_steps_per_epoch": 3, "batch_size": 32}
 #: full/hashed x a sane and an absurd learning rate; the hashed array of 2e7 x the
 #: model's parameters (~416 GB) is refused by the allocator inside the trial.
 FAULTY_SPACE = {
-    "fixed": {"budget": 2e7},
+    "fixed": {"budget": 2e7, "grad_clip": 0.0},  # unclipped, so that 1e6 diverges
     "dims": {"method": ["full", "hashed"], "lr": {"type": "choice", "values": [0.05, 1e6]}},
 }
 

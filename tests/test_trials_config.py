@@ -23,7 +23,7 @@ def test_every_field_round_trips_through_json() -> None:
         budget=12_345, groups=3, templates=2, downsample="wavg", upsample="mask",
         mapping="manual", manual_map={"0": 0, "2": 1}, pretrain_epochs=0, epochs=3,
         batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.0, schedule="step",
-        label_smoothing=0.1, seed=7, threads=2, device="cpu", amp=False,
+        label_smoothing=0.1, grad_clip=0.0, seed=7, threads=2, device="cpu", amp=False,
         max_steps_per_epoch=5, eval_test=True,
     )
     again = TrialConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -70,6 +70,9 @@ def test_to_dict_is_a_copy() -> None:
         ("lr", math.inf),
         ("weight_decay", -1e-4),
         ("label_smoothing", 1.0),
+        ("grad_clip", -1.0),
+        ("grad_clip", math.inf),
+        ("grad_clip", "high"),
         ("epochs", 2.5),
         ("epochs", True),
         ("amp", 1),

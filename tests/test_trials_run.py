@@ -87,8 +87,8 @@ def test_test_split_is_evaluated_only_when_asked() -> None:
 
 
 def test_divergence_fails_the_trial_cleanly() -> None:
-    result = run(_config("mlp", "full", lr=1e6, weight_decay=0.0, max_steps_per_epoch=20,
-                         epochs=3))
+    result = run(_config("mlp", "full", lr=1e6, weight_decay=0.0, grad_clip=0.0,
+                         max_steps_per_epoch=20, epochs=3))
     assert result.status == "failed"
     assert result.failure_reason is not None and "diverged" in result.failure_reason
     assert "epoch" in result.failure_reason and "step" in result.failure_reason

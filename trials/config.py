@@ -83,6 +83,10 @@ class TrialConfig:
     weight_decay: float = field(default=5e-4, metadata=_help("weight decay (weights only)"))
     schedule: str = field(default="cosine", metadata=_help("one of " + ", ".join(SCHEDULES)))
     label_smoothing: float = field(default=0.0, metadata=_help("label smoothing in [0, 1)"))
+    grad_clip: float = field(
+        default=5.0,
+        metadata=_help("clip the gradients' global L2 norm to this before each step (0: off)"),
+    )
     seed: int = field(default=0, metadata=_help("seed of data split, init and shuffling"))
     threads: int = field(default=1, metadata=_help("CPU threads for torch"))
     device: str = field(default="auto", metadata=_help("one of " + ", ".join(DEVICES)))
@@ -138,6 +142,10 @@ class TrialConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(
                 f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
+            )
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(
+                f"grad_clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip!r}"
             )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(
@@ -214,7 +222,7 @@ _STR = ("model", "data", "method", "downsample", "upsample", "mapping", "optimiz
         "schedule", "device")
 _INT = ("templates", "pretrain_epochs", "epochs", "batch_size", "seed", "threads")
 _OPT_INT = ("groups", "data_size", "max_steps_per_epoch")
-_FLOAT = ("lr", "weight_decay", "label_smoothing")
+_FLOAT = ("lr", "weight_decay", "label_smoothing", "grad_clip")
 _BOOL = ("amp", "eval_test")
 
 

@@ -277,6 +277,8 @@ def _fit(
                     break
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 lr = optimizer.param_groups[0]["lr"]
                 schedule.step()

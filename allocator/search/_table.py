@@ -48,6 +48,7 @@ CONFIG_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
     "weight_decay": sa.Float(),
     "schedule": sa.String(32),
     "label_smoothing": sa.Float(),
+    "grad_clip": sa.Float(),
     "seed": sa.Integer(),
     "threads": sa.Integer(),
     "device": sa.String(32),
