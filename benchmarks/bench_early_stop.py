@@ -156,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps per epoch at most")
     parser.add_argument("--out", default=str(HERE / "results" / "early_stop.json"))
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "img" / "early_stop.png"))
+    parser.add_argument("--grad-clip", type=float, default=None,
+                        help="the trials' gradient-norm clip (default: the trial's; 0: off)")
     args = parser.parse_args(argv)
     OPTIONS.update(data_size=args.data_size, max_steps_per_epoch=args.steps)
+    if args.grad_clip is not None:
+        OPTIONS["grad_clip"] = args.grad_clip
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     runs = []
