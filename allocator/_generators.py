@@ -411,7 +411,9 @@ class GeneratedWeight(nn.Module):
             k = self.templates
             alpha = group.emb_proj[:k] @ self.embedding + group.emb_bias[:k]
             return (alpha @ t) / self.scale
-        return t.mean(0)  # avg
+        # avg: the templates' sum over sqrt(K), so that K independent templates keep one
+        # template's scale (their mean has 1 / sqrt(K) of it, docs/ssn.md)
+        return t.sum(0) / math.sqrt(self.templates)
 
     def forward(self, _original: Tensor) -> Tensor:
         t = self.group.read(self.reader).view(self.templates, self.window)

@@ -35,7 +35,9 @@ __all__ = [
 
 #: 2: upsampling layers read from their own offsets, and `repeat`/`inter` carry fixed
 #: signs; an allocation of format 1 would load into different weights, so it is refused.
-PLAN_FORMAT = 2
+#: 3: `avg` mixes ``K`` templates as their sum over ``sqrt(K)``; a format-2 allocation
+#: loads unless it has an `avg` layer of two or more templates (its weights would change).
+PLAN_FORMAT = 3
 #: Templates of the single-group ``emb`` network that the learned mapping pre-trains.
 PRETRAIN_TEMPLATES = 4
 
@@ -117,9 +119,17 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Any) -> Plan:
         try:
-            if data["format"] != PLAN_FORMAT:
+            if data["format"] not in (2, PLAN_FORMAT):
                 raise CheckpointError(
                     f"allocation format {data['format']!r} is not supported (expected {PLAN_FORMAT})"
+                )
+            if data["format"] == 2 and any(
+                s["gen"]["combine"] == "avg" and s["gen"]["templates"] > 1 for s in data["slots"]
+            ):
+                raise CheckpointError(
+                    "allocation format 2 has `avg` layers of several templates, whose weights "
+                    "this npas computes differently (the templates' sum over sqrt(K), format "
+                    f"{PLAN_FORMAT}); load it with the npas that saved it"
                 )
             slots = tuple(
                 SlotPlan(

@@ -237,3 +237,34 @@ def test_emb_ssn_trains_at_the_plain_models_sgd_learning_rate(budget) -> None:
     assert all(torch.isfinite(torch.tensor(losses)))
     assert max(losses) < 1.5 * losses[0]
     assert sum(losses[-5:]) / 5 < 0.6 * losses[0]
+
+
+def test_avg_keeps_one_templates_scale_and_old_avg_allocations_are_refused(tmp_path) -> None:
+    """`avg` mixes K templates as their sum over sqrt(K): K independent windows keep one
+    window's scale (their mean had 1 / sqrt(K) of it: deep networks started too small).
+    An allocation saved in format 2 with such a layer would load into other weights, so
+    it is refused; one without loads."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 40, bias=False), nn.Linear(40, 10, bias=False))
+    ssn = allocator.shapeshift(model, 3.0, downsample="avg", templates=4)
+    gens = dict(ssn.generators())
+    gen = gens["0.weight"]
+    assert gen.combine == "avg" and gen.templates == 4
+    t = ssn.groups[0].windows(gen.offset, gen.templates, gen.window).detach()
+    torch.testing.assert_close(ssn.model[0].weight.detach().reshape(-1), t.sum(0) / 2.0)
+    # independent windows: the generated weight has about one window's RMS, not half of it
+    assert 0.7 < float(ssn.model[0].weight.detach().pow(2).mean().sqrt()
+                       / t.pow(2).mean().sqrt()) < 1.3
+
+    def saved_as_format_2(net: allocator.SSN) -> dict:
+        state = net.state_dict()
+        key = next(k for k in state if k.endswith("_extra_state"))
+        state[key] = copy.deepcopy(state[key])
+        state[key]["npas_plan"]["format"] = 2
+        return state
+
+    with pytest.raises(allocator.CheckpointError, match="format 2 has `avg` layers"):
+        allocator.shapeshift(model, 3.0, downsample="avg", templates=4).load_state_dict(
+            saved_as_format_2(ssn))
+    wavg = allocator.shapeshift(model, 3.0, templates=4)
+    allocator.shapeshift(model, 3.0, templates=4).load_state_dict(saved_as_format_2(wavg))
