@@ -69,13 +69,15 @@ def hash_index(index: int, n: int, m: int) -> Tensor:
     """Where each of a layer's ``n`` weights reads its ``m`` values (``hash``): every
     value ``n // m`` or ``n // m + 1`` times, at positions given by a fixed random
     permutation (a function of the layer's index in the plan), so that a value's copies
-    are scattered over the layer instead of tiling it.
+    are scattered over the layer instead of tiling it. 32-bit where the values fit (4
+    bytes per weight, half of ``int64``'s; the same index either way).
 
     >>> sorted(hash_index(0, 7, 3).tolist())
     [0, 0, 0, 1, 1, 2, 2]
     """
     gen = torch.Generator().manual_seed(0xA5A5 + index)
-    return (torch.randperm(n, generator=gen) % m).long()
+    dtype = torch.int32 if m <= torch.iinfo(torch.int32).max else torch.int64
+    return (torch.randperm(n, generator=gen) % m).to(dtype)
 
 
 def _chunks(offset: int, length: int, m: int) -> list[tuple[int, int, int]]:

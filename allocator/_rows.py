@@ -76,7 +76,7 @@ def _rows_inter(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
 def _rows_hash(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
     """``w[hash] * sign`` at the rows' positions."""
     pos = _flat_positions(gen, index)
-    return w(gen.hash.index_select(0, pos)) * gen.sign.index_select(0, pos)
+    return w(gen.hash.index_select(0, pos).long()) * gen.sign.index_select(0, pos)
 
 
 #: Row function per expansion kind: ``(generator, mixed templates at given positions,
