@@ -193,13 +193,19 @@ def check_user_code(modules: tuple[str, ...], *, shipped: bool) -> None:
         ).remote(list(modules))
         for node in ray.nodes() if node.get("Alive")
     }
+    # every probe answered before any is reported: a probe still running when the driver
+    # disconnects dies with it, and Ray then logs its lost result beside our one line
+    outcomes: dict[str, tuple[str, str] | Exception | None] = {}
     for where, ref in refs.items():
         try:
-            failure = ray.get(ref, timeout=300)
+            outcomes[where] = ray.get(ref, timeout=300)
         except Exception as exc:
+            outcomes[where] = exc
+    for where, failure in outcomes.items():
+        if isinstance(failure, Exception):
             raise ClusterError(
-                f"your code cannot be set up on the Ray cluster node {where}: {_why(exc)}"
-            ) from None
+                f"your code cannot be set up on the Ray cluster node {where}: {_why(failure)}"
+            )
         if failure is None:
             continue
         name, why = failure
