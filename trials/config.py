@@ -139,14 +139,10 @@ class TrialConfig:
         _at_least("pretrain_epochs", self.pretrain_epochs, 1 if self.mapping == "learned" else 0)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(
-                f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
-            )
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise ConfigError(
-                f"grad_clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip!r}"
-            )
+        for name, hint in (("weight_decay", ""), ("grad_clip", " (0: no clipping)")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0{hint}, got {value!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(
                 f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
