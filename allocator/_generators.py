@@ -66,18 +66,21 @@ def _signs(index: int, n: int, dtype: torch.dtype) -> Tensor:
 
 
 def hash_index(index: int, n: int, m: int) -> Tensor:
-    """Where each of a layer's ``n`` weights reads its ``m`` values (``hash``): every
-    value ``n // m`` or ``n // m + 1`` times, at positions given by a fixed random
-    permutation (a function of the layer's index in the plan), so that a value's copies
-    are scattered over the layer instead of tiling it. 32-bit where the values fit (4
-    bytes per weight, half of ``int64``'s; the same index either way).
+    """Where each of a layer's ``n`` weights reads its ``m`` values (``hash``), its sign
+    folded in: weight ``i`` is ``cat((w, -w))[index[i]]``. Every value is read ``n // m``
+    or ``n // m + 1`` times, at positions given by a fixed random permutation (a function
+    of the layer's index in the plan), so that a value's copies are scattered over the
+    layer instead of tiling it; the signs are :func:`_signs`, those of ``repeat`` and
+    ``inter``. 32-bit where the values fit: 4 bytes per weight, index and sign together.
 
-    >>> sorted(hash_index(0, 7, 3).tolist())
+    >>> sorted((hash_index(0, 7, 3) % 3).tolist())
     [0, 0, 0, 1, 1, 2, 2]
     """
     gen = torch.Generator().manual_seed(0xA5A5 + index)
-    dtype = torch.int32 if m <= torch.iinfo(torch.int32).max else torch.int64
-    return (torch.randperm(n, generator=gen) % m).to(dtype)
+    reads = torch.randperm(n, generator=gen) % m
+    negative = _signs(index, n, torch.float32) < 0
+    dtype = torch.int32 if 2 * m <= torch.iinfo(torch.int32).max else torch.int64
+    return (reads + m * negative).to(dtype)
 
 
 def _chunks(offset: int, length: int, m: int) -> list[tuple[int, int, int]]:
@@ -342,9 +345,9 @@ class GeneratedWeight(nn.Module):
     """
 
     scale: Tensor
-    # fixed random signs of `repeat`, `inter` and `hash`, a buffer (not saved)
+    # fixed random signs of `repeat` and `inter`, a buffer (not saved)
     sign: Tensor
-    # which window value each weight reads, for `hash`, a buffer (not saved)
+    # which window value each weight reads and its sign, for `hash`, a buffer (not saved)
     hash: Tensor
     # interpolation indices and weights of `inter`, buffers (not saved)
     lo0: Tensor
@@ -377,7 +380,7 @@ class GeneratedWeight(nn.Module):
         if self.expand == "mask":
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
-        if self.expand in ("repeat", "inter", "hash"):
+        if self.expand in ("repeat", "inter"):
             sign = _signs(index, self.numel, dtype)
         if self.expand == "hash":
             self.register_buffer("hash", hash_index(index, self.numel, self.window).to(device),
@@ -392,12 +395,23 @@ class GeneratedWeight(nn.Module):
                 self.register_buffer(f"hi{axis}", hi.to(device), persistent=False)
                 self.register_buffer(f"frac{axis}", frac.to(device=device, dtype=dtype),
                                      persistent=False)
-        if self.expand in ("repeat", "inter", "hash"):
+        if self.expand in ("repeat", "inter"):
             self.register_buffer("sign", sign.to(device=device, dtype=dtype), persistent=False)
 
     @property
     def group(self) -> ParameterGroup:
         return self.__dict__["_group"]
+
+    def signs(self) -> Tensor:
+        """The fixed sign (+1/-1) of each generated weight of an expanded layer
+        (``repeat``, ``inter``, ``hash``), as a flat tensor."""
+        if self.expand == "hash":
+            return 1 - 2 * (self.hash >= self.window).to(self.group.theta.dtype)
+        return self.sign
+
+    def reads(self) -> Tensor:
+        """``hash``: the window value each generated weight reads (its sign aside)."""
+        return (self.hash % self.window).long()
 
     def mix(self, t: Tensor) -> Tensor:
         """Templates ``(K, L)`` (``L`` values of each, all or some of a window) mixed
@@ -424,8 +438,8 @@ class GeneratedWeight(nn.Module):
             return w.view(self.shape)
         if self.expand == "repeat":
             return (_tile(w, self.numel) * self.sign).view(self.shape)
-        if self.expand == "hash":
-            return (w[self.hash] * self.sign).view(self.shape)
+        if self.expand == "hash":  # one gather reads value and sign (hash_index)
+            return torch.cat((w, -w)).index_select(0, self.hash).view(self.shape)
         if self.expand == "mask":
             scale = self.mask.repeat_interleave(MASK_WINDOW)[: self.numel - self.window]
             tail = _tile(w, self.numel)[self.window :] * scale

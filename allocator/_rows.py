@@ -74,9 +74,10 @@ def _rows_inter(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
 
 
 def _rows_hash(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
-    """``w[hash] * sign`` at the rows' positions."""
-    pos = _flat_positions(gen, index)
-    return w(gen.hash.index_select(0, pos).long()) * gen.sign.index_select(0, pos)
+    """``cat((w, -w))[hash]`` at the rows' positions."""
+    folded = gen.hash.index_select(0, _flat_positions(gen, index)).long()
+    values = w(folded % gen.window)
+    return torch.where(folded >= gen.window, -values, values)
 
 
 #: Row function per expansion kind: ``(generator, mixed templates at given positions,

@@ -26,6 +26,7 @@ from allocator._mapping import MAPPINGS, assign_groups
 from allocator._padding import ZeroRows, padding_rows
 from allocator._plan import Allocation, Plan, largest_unshared, make_plan
 from allocator._rows import embedding_modules, row_lookups
+from allocator._vocab import DEFAULTS
 
 __all__ = ["SSN", "shapeshift"]
 
@@ -272,10 +273,10 @@ def shapeshift(
     budget: int | float,
     *,
     groups: int | None = None,
-    templates: int = 4,
-    downsample: str = "wavg",
-    upsample: str = "inter",
-    mapping: str = "single",
+    templates: int = DEFAULTS["templates"],
+    downsample: str = DEFAULTS["downsample"],
+    upsample: str = DEFAULTS["upsample"],
+    mapping: str = DEFAULTS["mapping"],
     manual_map: Mapping[str, object] | None = None,
     pretrain: Pretrain | None = None,
     pretrain_loss: PretrainLoss | None = None,
@@ -295,7 +296,7 @@ def shapeshift(
             its group (default 4, the paper's).
         downsample: ``wavg`` (default), ``emb``, ``avg`` or ``slice``: how a layer
             smaller than its group combines templates.
-        upsample: ``inter`` (default), ``hash``, ``repeat`` or ``mask``: how a layer
+        upsample: ``hash`` (default), ``inter``, ``repeat`` or ``mask``: how a layer
             larger than its group expands it.
         mapping: ``single`` (default), ``type``, ``roundrobin``, ``random``,
             ``manual`` (with ``manual_map``) or ``learned`` (with ``pretrain``).

@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "BASELINES",
+    "DEFAULTS",
     "DOWNSAMPLE",
     "GROUPED",
     "MAPPINGS",
@@ -41,6 +42,11 @@ DOWNSAMPLE: tuple[str, ...] = ("wavg", "emb", "avg", "slice")
 UPSAMPLE: tuple[str, ...] = ("repeat", "inter", "hash", "mask")
 #: Strategies that map layers to parameter groups.
 MAPPINGS: tuple[str, ...] = ("single", "type", "roundrobin", "random", "manual", "learned")
+
+#: An SSN's settings where the user gives none: ``shapeshift``'s keyword defaults, the
+#: trials' (``TrialConfig``) and the CLI's (chosen by measurement, ``docs/ssn.md``).
+DEFAULTS: dict[str, Any] = {"mapping": "single", "templates": 4, "downsample": "wavg",
+                            "upsample": "hash"}
 
 #: Downsampling generators that mix several templates (``templates`` matters for them).
 TEMPLATED: frozenset[str] = frozenset({"wavg", "emb", "avg"})

@@ -65,8 +65,10 @@ SELECT_DOWNSAMPLE = ("emb", "wavg")
 
 
 def ssn_settings(args: argparse.Namespace) -> dict[str, Any]:
-    if args.ssn == "defaults":  # whatever shapeshift and TrialConfig default to
-        return {"method": "ssn"}
+    if args.ssn == "defaults":  # shapeshift's and TrialConfig's, written out in each config
+        from allocator._vocab import DEFAULTS
+
+        return {"method": "ssn", **DEFAULTS}
     if args.ssn == "single":  # one group, the generators given
         return {"method": "ssn", "mapping": "single", "downsample": args.downsample,
                 "upsample": args.upsample}

@@ -120,6 +120,15 @@ def test_a_tune_trial_whose_actor_is_killed_goes_on_from_its_last_epoch(tmp_path
     assert sorted(trial.intermediate_values) == list(range(1, 9))
 
 
+def _driver_log_tail(ray_tmp: Path, lines: int = 40) -> str:
+    """The end of the driver's Ray core log (how the process left, where Python did not
+    say), for a failure's message."""
+    logs = sorted(ray_tmp.glob("ray/session_2*/logs/python-core-driver-*.log"))
+    tail = [f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            for log in logs]
+    return "\n" + "\n".join(tail)
+
+
 def _counted(url: str, study: str) -> tuple[list, list]:
     with StudyStore(url, must_exist=True) as store:
         trials = store.load_study(study).get_trials()
@@ -155,7 +164,8 @@ def test_a_tune_search_interrupted_by_a_signal_resumes_to_the_requested_trials(t
         first.send_signal(sig)
         _, err = first.communicate(timeout=120)
         # SIGINT: npas's 130; SIGTERM: the exit status Ray's driver handler gives it (15)
-        assert first.returncode == (130 if sig == signal.SIGINT else 15), err[-3000:]
+        assert first.returncode == (130 if sig == signal.SIGINT else 15), (
+            err[-3000:] + _driver_log_tail(ray_tmp))
         trials, rows = _counted(url, "i")
         with StudyStore(url, must_exist=True) as store:
             mark = store.load_study("i").user_attrs.get("npas_tune_restore")

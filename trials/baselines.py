@@ -160,7 +160,9 @@ class _HashedWeight(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         shared: torch.Tensor = self.__dict__["_owner"].shared
-        return (shared[self.index] * self.sign).view(self.shape)
+        # index_select: its backward (index_add_) is several times faster on CPU than
+        # that of indexing with a tensor (index_put_ with accumulation)
+        return (shared.index_select(0, self.index) * self.sign).view(self.shape)
 
 
 class HashedNet(nn.Module):

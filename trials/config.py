@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allocator._errors import BudgetError, ConfigError
-from allocator._vocab import DOWNSAMPLE, MAPPINGS, METHODS, UPSAMPLE
+from allocator._vocab import DEFAULTS, DOWNSAMPLE, MAPPINGS, METHODS, UPSAMPLE
 
 __all__ = [
     "DEVICES",
@@ -64,10 +64,14 @@ class TrialConfig:
     groups: int | None = field(
         default=None, metadata=_help("SSN parameter groups (None: the mapping decides)")
     )
-    templates: int = field(default=4, metadata=_help("SSN maximum templates per layer"))
-    downsample: str = field(default="wavg", metadata=_help("one of " + ", ".join(DOWNSAMPLE)))
-    upsample: str = field(default="inter", metadata=_help("one of " + ", ".join(UPSAMPLE)))
-    mapping: str = field(default="single", metadata=_help("one of " + ", ".join(MAPPINGS)))
+    templates: int = field(default=DEFAULTS["templates"],
+                           metadata=_help("SSN maximum templates per layer"))
+    downsample: str = field(default=DEFAULTS["downsample"],
+                            metadata=_help("one of " + ", ".join(DOWNSAMPLE)))
+    upsample: str = field(default=DEFAULTS["upsample"],
+                          metadata=_help("one of " + ", ".join(UPSAMPLE)))
+    mapping: str = field(default=DEFAULTS["mapping"],
+                         metadata=_help("one of " + ", ".join(MAPPINGS)))
     manual_map: dict[str, int] | None = field(
         default=None, metadata=_help("layer name -> group, for mapping=manual")
     )

@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from allocator._errors import ConfigError
+from allocator._vocab import DEFAULTS
 from allocator.cli._train import parse_budget
 
 __all__ = ["register"]
@@ -37,10 +38,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--input-shape", default="1,40", help="one sample's shape (3,32,32 for CIFAR)")
     p.add_argument("--classes", type=int, default=10, help="number of classes")
     p.add_argument("--groups", type=int, default=None, help="parameter groups")
-    p.add_argument("--templates", type=int, default=4, help="most templates per layer")
-    p.add_argument("--downsample", default="wavg", help="wavg, emb, avg or slice")
-    p.add_argument("--upsample", default="inter", help="inter, hash, repeat or mask")
-    p.add_argument("--mapping", default="single", help="single, type, roundrobin or random")
+    p.add_argument("--templates", type=int, default=DEFAULTS["templates"],
+                   help="most templates per layer")
+    p.add_argument("--downsample", default=DEFAULTS["downsample"], help="wavg, emb, avg or slice")
+    p.add_argument("--upsample", default=DEFAULTS["upsample"], help="hash, inter, repeat or mask")
+    p.add_argument("--mapping", default=DEFAULTS["mapping"],
+                   help="single, type, roundrobin or random")
     p.add_argument("--seed", type=int, default=0, help="seed of the random mapping and init")
     p.set_defaults(func=_run)
 
