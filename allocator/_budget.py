@@ -31,6 +31,7 @@ __all__ = [
     "GroupChoice",
     "LayerGen",
     "best_group",
+    "downsample_for",
     "group_capacity",
     "group_cost",
     "layer_generator",
@@ -93,6 +94,20 @@ def resolve_budget(budget: object, total: int) -> int:
     if budget <= 0:
         raise BudgetError(f"budget must be > 0, got {budget}")
     return int(budget)
+
+
+def downsample_for(down: str | None, count: int, total: int) -> str:
+    """The downsampling generator of a budget of ``count`` parameters for a model of
+    ``total``: ``down`` if given, else ``slice`` below the model's own size (measured as
+    good as ``wavg`` or better there, ``docs/ssn.md``) and ``wavg`` from it up (``slice``
+    cannot use more values than the model has weights).
+
+    >>> downsample_for(None, 500, 5000), downsample_for(None, 20000, 5000), downsample_for("emb", 1, 2)
+    ('slice', 'wavg', 'emb')
+    """
+    if down is not None:
+        return down
+    return "slice" if count < total else "wavg"
 
 
 def layer_generator(n: int, m: int, down: str, up: str, k_max: int) -> LayerGen:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from allocator._budget import DOWNSAMPLE, UPSAMPLE, resolve_budget
+from allocator._budget import DOWNSAMPLE, UPSAMPLE, downsample_for, resolve_budget
 from allocator._errors import CheckpointError, ConfigError
 from allocator._generators import GeneratedWeight, ParameterGroup
 from allocator._layers import SHAREABLE_KINDS, inventory, trainable_count
@@ -253,8 +253,8 @@ def _init_coefficients(gens: list[GeneratedWeight], gen: torch.Generator) -> Non
             g.mask.copy_(signs)
 
 
-def _check_options(templates: object, downsample: str, upsample: str, mapping: str) -> None:
-    if downsample not in DOWNSAMPLE:
+def _check_options(templates: object, downsample: str | None, upsample: str, mapping: str) -> None:
+    if downsample is not None and downsample not in DOWNSAMPLE:
         raise ConfigError(
             f"unknown downsample generator {downsample!r}; choose one of: {', '.join(DOWNSAMPLE)}"
         )
@@ -274,7 +274,7 @@ def shapeshift(
     *,
     groups: int | None = None,
     templates: int = DEFAULTS["templates"],
-    downsample: str = DEFAULTS["downsample"],
+    downsample: str | None = DEFAULTS["downsample"],
     upsample: str = DEFAULTS["upsample"],
     mapping: str = DEFAULTS["mapping"],
     manual_map: Mapping[str, object] | None = None,
@@ -294,8 +294,9 @@ def shapeshift(
             ``type`` and ``manual`` mappings (which refuse an explicit value).
         templates: the most templates ``K_max`` a layer mixes when it is smaller than
             its group (default 4, the paper's).
-        downsample: ``wavg`` (default), ``emb``, ``avg`` or ``slice``: how a layer
-            smaller than its group combines templates.
+        downsample: ``wavg``, ``emb``, ``avg`` or ``slice``: how a layer smaller than
+            its group combines templates. Default (None): ``slice`` when the budget is
+            below the model's own parameter count, ``wavg`` from it up.
         upsample: ``hash`` (default), ``inter``, ``repeat`` or ``mask``: how a layer
             larger than its group expands it.
         mapping: ``single`` (default), ``type``, ``roundrobin``, ``random``,
@@ -338,6 +339,7 @@ def shapeshift(
         )
     base = trainable_count(model)
     count = resolve_budget(budget, base)
+    downsample = downsample_for(downsample, count, base)
     if mapping == "learned":
         from allocator._learned import learn_mapping
 

@@ -45,7 +45,9 @@ MAPPINGS: tuple[str, ...] = ("single", "type", "roundrobin", "random", "manual",
 
 #: An SSN's settings where the user gives none: ``shapeshift``'s keyword defaults, the
 #: trials' (``TrialConfig``) and the CLI's (chosen by measurement, ``docs/ssn.md``).
-DEFAULTS: dict[str, Any] = {"mapping": "single", "templates": 4, "downsample": "wavg",
+#: ``downsample`` None: ``slice`` below the model's size, ``wavg`` from it up
+#: (``allocator._budget.downsample_for``).
+DEFAULTS: dict[str, Any] = {"mapping": "single", "templates": 4, "downsample": None,
                             "upsample": "hash"}
 
 #: Downsampling generators that mix several templates (``templates`` matters for them).

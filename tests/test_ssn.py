@@ -239,6 +239,25 @@ def test_emb_ssn_trains_at_the_plain_models_sgd_learning_rate(budget) -> None:
     assert sum(losses[-5:]) / 5 < 0.6 * losses[0]
 
 
+def test_the_default_downsampling_is_slice_below_the_models_size_and_wavg_above(tmp_path) -> None:
+    """Below its own size a model's small layers read one window each (``slice``); from
+    it up they mix templates (``wavg``), which ``slice`` could not fill. The choice is
+    the allocation's, saved with it."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8), nn.Linear(8, 8))
+    low, high = allocator.shapeshift(model, 0.5), allocator.shapeshift(model, 4.0)
+    assert low.plan.options["downsample"] == "slice"
+    assert high.plan.options["downsample"] == "wavg"
+    combines = {g.combine for _, g in low.generators()}
+    assert combines == {"slice"}, combines  # the 8 x 8 layer, smaller than the group, too
+    assert "wavg" in {g.combine for _, g in high.generators()}
+    assert allocator.count_parameters(high) > 3.9 * allocator.count_parameters(model)
+    explicit = allocator.shapeshift(model, 0.5, downsample="wavg")
+    assert "wavg" in {g.combine for _, g in explicit.generators()}
+    allocator.save(low, tmp_path / "low.pt")
+    again = allocator.load(tmp_path / "low.pt", copy.deepcopy(model))
+    assert again.plan.options["downsample"] == "slice"
+
+
 def test_avg_keeps_one_templates_scale_and_old_avg_allocations_are_refused(tmp_path) -> None:
     """`avg` mixes K templates as their sum over sqrt(K): K independent windows keep one
     window's scale (their mean had 1 / sqrt(K) of it: deep networks started too small).

@@ -66,8 +66,10 @@ class TrialConfig:
     )
     templates: int = field(default=DEFAULTS["templates"],
                            metadata=_help("SSN maximum templates per layer"))
-    downsample: str = field(default=DEFAULTS["downsample"],
-                            metadata=_help("one of " + ", ".join(DOWNSAMPLE)))
+    downsample: str | None = field(
+        default=DEFAULTS["downsample"],
+        metadata=_help("one of " + ", ".join(DOWNSAMPLE)
+                       + " (None: slice below the model's size, wavg from it up)"))
     upsample: str = field(default=DEFAULTS["upsample"],
                           metadata=_help("one of " + ", ".join(UPSAMPLE)))
     mapping: str = field(default=DEFAULTS["mapping"],
@@ -120,7 +122,8 @@ class TrialConfig:
 
     def _check_values(self) -> None:
         _choice("method", self.method, METHODS)
-        _choice("downsample", self.downsample, DOWNSAMPLE)
+        if self.downsample is not None:
+            _choice("downsample", self.downsample, DOWNSAMPLE)
         _choice("upsample", self.upsample, UPSAMPLE)
         _choice("mapping", self.mapping, MAPPINGS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -218,8 +221,8 @@ class TrialConfig:
 
 # --- validation helpers -------------------------------------------------------------
 
-_STR = ("model", "data", "method", "downsample", "upsample", "mapping", "optimizer",
-        "schedule", "device")
+_STR = ("model", "data", "method", "upsample", "mapping", "optimizer", "schedule", "device")
+_OPT_STR = ("data_root", "trial", "downsample")
 _INT = ("templates", "pretrain_epochs", "epochs", "batch_size", "seed", "threads")
 _OPT_INT = ("groups", "data_size", "max_steps_per_epoch")
 _FLOAT = ("lr", "weight_decay", "label_smoothing", "grad_clip")
@@ -228,7 +231,7 @@ _BOOL = ("amp", "eval_test")
 
 def _check_type(name: str, value: Any) -> Any:
     """Check one field's type; returns the value normalised (ints accepted as floats)."""
-    if name in _STR or (name in ("data_root", "trial") and value is not None):
+    if name in _STR or (name in _OPT_STR and value is not None):
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")
     elif name in _INT or (name in _OPT_INT and value is not None):

@@ -40,7 +40,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--groups", type=int, default=None, help="parameter groups")
     p.add_argument("--templates", type=int, default=DEFAULTS["templates"],
                    help="most templates per layer")
-    p.add_argument("--downsample", default=DEFAULTS["downsample"], help="wavg, emb, avg or slice")
+    p.add_argument("--downsample", default=DEFAULTS["downsample"],
+                   help="wavg, emb, avg or slice (default: slice below the model's size, wavg "
+                        "from it up)")
     p.add_argument("--upsample", default=DEFAULTS["upsample"], help="hash, inter, repeat or mask")
     p.add_argument("--mapping", default=DEFAULTS["mapping"],
                    help="single, type, roundrobin or random")

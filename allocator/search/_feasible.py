@@ -94,6 +94,7 @@ class BudgetFloor:
     def _least(self, cfg: Mapping[str, Any]) -> int | None:
         """Bisect the core's plan for the least budget it accepts (``None``: the
         structure itself is invalid; the trial reports why)."""
+        from allocator._budget import downsample_for
         from allocator._mapping import assign_groups
         from allocator._plan import make_plan
 
@@ -109,7 +110,8 @@ class BudgetFloor:
         def fits(budget: int) -> bool:
             try:
                 make_plan(slots, unshared, total, budget, assignment,
-                          downsample=cfg["downsample"], upsample=cfg["upsample"],
+                          downsample=downsample_for(cfg["downsample"], budget, total),
+                          upsample=cfg["upsample"],
                           templates=int(cfg["templates"]))
             except BudgetError:
                 return False
@@ -135,13 +137,14 @@ class BudgetFloor:
     @staticmethod
     def _guess(slots: list[Any], unshared: int, assignment: list[int],
                cfg: Mapping[str, Any]) -> int:
-        from allocator._budget import group_cost
+        from allocator._budget import downsample_for, group_cost
 
+        down = downsample_for(cfg["downsample"], 1, 2)  # below the model's size, as a floor is
         members: list[list[int]] = [[] for _ in range(max(assignment) + 1)]
         for slot, group in zip(slots, assignment, strict=True):
             members[group].append(slot.numel)
         return unshared + sum(
-            group_cost(1, g, cfg["downsample"], cfg["upsample"], int(cfg["templates"]))
+            group_cost(1, g, down, cfg["upsample"], int(cfg["templates"]))
             for g in members
         )
 
