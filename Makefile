@@ -26,7 +26,7 @@ lint: install
 PYTEST_JOBS ?= 2
 
 test: install lint
-	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile --durations=15
 
 test-fast: install
 	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile -m "not slow"

@@ -163,8 +163,9 @@ def test_a_tune_search_interrupted_by_a_signal_resumes_to_the_requested_trials(t
             time.sleep(0.05)
         first.send_signal(sig)
         _, err = first.communicate(timeout=120)
-        # SIGINT: npas's 130; SIGTERM: the exit status Ray's driver handler gives it (15)
-        assert first.returncode == (130 if sig == signal.SIGINT else 15), (
+        # SIGINT: 130; SIGTERM: 143 (npas's handler, kept over Ray's, whose SystemExit(15)
+        # came out as status 1 where the signal fell inside a blocking Ray call)
+        assert first.returncode == (130 if sig == signal.SIGINT else 143), (
             err[-3000:] + _driver_log_tail(ray_tmp))
         trials, rows = _counted(url, "i")
         with StudyStore(url, must_exist=True) as store:

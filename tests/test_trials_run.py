@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -68,6 +69,8 @@ def test_every_zoo_model_trains_a_step_under_every_method(model: str, method: st
     else:
         assert result.trainable_params <= int(0.25 * full)
     assert (result.allocation is not None) == (method == "ssn")
+    if method == "ssn":  # the default's choice at 0.25, recorded with the result
+        assert result.config["downsample"] is None and result.method_info["downsample"] == "slice"
 
 
 def test_result_round_trips_through_json_exactly() -> None:
@@ -188,6 +191,7 @@ def test_npas_train_prints_metrics_and_allocation(capsys: pytest.CaptureFixture[
     assert code == 0
     assert "val accuracy" in out and "test accuracy" in out and "trainable params" in out
     assert "generator" in out  # the allocation table
+    assert re.search(r"^downsample +slice$", out, re.M), out  # what the default chose
 
 
 @pytest.mark.parametrize("budget", ["abc", "nan", "0", "-1"])

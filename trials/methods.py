@@ -113,7 +113,8 @@ def _shapeshifted(model: nn.Module, cfg: TrialConfig, pretrain: Pretrain | None)
         manual_map=cfg.manual_map, pretrain=pretrain if cfg.mapping == "learned" else None,
         seed=cfg.seed, inplace=True,
     )
-    return ssn, {"budget": ssn.allocation().budget}
+    # the generator the default (downsample None) chose for this budget, beside the budget
+    return ssn, {"budget": ssn.allocation().budget, "downsample": ssn.plan.options["downsample"]}
 
 
 def _hashed(model: nn.Module, cfg: TrialConfig, pretrain: Pretrain | None) -> tuple[nn.Module, dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module exposing ``register(subparsers)``; the module
 sets ``func`` on its parser. Errors a user can cause (:class:`allocator.NPASError`) are
-printed as one line on stderr and exit with status 2.
+printed as one line on stderr and exit with status 2; Ctrl-C exits with 130 and SIGTERM
+(where a command handles it, :class:`Terminated`) with 143, the shell's 128 + signal.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from allocator._errors import NPASError
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by a command's SIGTERM handler: it unwinds as Ctrl-C does (a
+    ``KeyboardInterrupt`` also comes through Ray's blocking calls unchanged), and
+    ``npas`` exits with 143."""
+
 
 # Sub-command modules, in the order `npas --help` lists them.
 _COMMANDS: tuple[str, ...] = (
@@ -57,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"npas: error: {printable(exc)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("npas: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("npas: interrupted", file=sys.stderr)
         return 130

@@ -243,7 +243,9 @@ def print_summary(summary: Any, format_rows: Any) -> None:
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    from allocator.cli import Terminated
+
+    raise Terminated
 
 
 def _stem(spec: str) -> str:

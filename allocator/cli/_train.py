@@ -199,6 +199,8 @@ def _table(result: dict[str, Any]) -> str:
 def _num(value: Any, spec: str, unit: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, (str, bool)):  # a generator's name, a flag
+        return str(value)
     if isinstance(value, int) and spec == ".4g":
         return f"{value:,}"
     return f"{value:{spec}}{unit}"

@@ -12,8 +12,10 @@ import importlib
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +76,20 @@ class Cluster:
             )
 
 
+
+def _keep_sigterm_handler(handler: Any) -> None:
+    """Put back a SIGTERM handler the caller installed before ``ray.init`` replaced it.
+
+    Ray's driver handler raises ``SystemExit(15)``; landing inside a blocking Ray call
+    (``ray.get``, ``ray.wait``), Ray's signal check turns that into ``SystemExit(1)``
+    with no message, so the exit status depended on where the signal fell. A
+    ``KeyboardInterrupt`` comes through those calls unchanged, so the handler of npas's
+    CLI (which raises one) is kept. Where the caller had none (a notebook, a script),
+    Ray's stays."""
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def connect(
     address: str | None,
     *,
@@ -111,6 +127,7 @@ def connect(
     import ray
 
     owned = not ray.is_initialized()
+    caller_sigterm = signal.getsignal(signal.SIGTERM)
     quiet: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": verbose,
@@ -130,6 +147,8 @@ def connect(
             ray.init(address="local", num_cpus=cpus, runtime_env=runtime_env, **quiet)  # never $RAY_ADDRESS by surprise
         except Exception as exc:
             raise ClusterError(f"cannot start a local Ray instance: {_why(exc)}") from None
+    if owned:
+        _keep_sigterm_handler(caller_sigterm)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         total = ray.cluster_resources()
