@@ -208,3 +208,51 @@ def test_a_tune_search_interrupted_by_a_signal_resumes_to_the_requested_trials(t
         assert started
         for n in interrupted:
             assert retries.count(n) == (1 if n in started else 0)
+
+
+_SIGTERM_IN_RAY_GET = """
+import os, signal, sys, threading, time
+import ray
+from allocator.cli import terminate
+from allocator.search._cluster import connect
+
+signal.signal(signal.SIGTERM, terminate)
+cluster = connect(None, concurrency=1)
+started = "{tmp}/started"
+
+@ray.remote
+def slow():
+    open(started, "w").close()
+    time.sleep(60)
+
+def kill_when_started():
+    while not os.path.exists(started):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=kill_when_started, daemon=True).start()
+try:
+    ray.get(slow.remote())  # the signal lands inside this blocking call
+except KeyboardInterrupt:
+    cluster.shutdown()
+    sys.exit(43)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_inside_a_blocking_ray_call_reaches_npass_handler(tmp_path):
+    """The handler npas's CLI installs before connecting is put back after ``ray.init``,
+    and its KeyboardInterrupt comes through ``ray.get``. Ray's own driver handler, left
+    in place, raises SystemExit(15) there, which Ray's signal check turns into status 1
+    with no message, or the process aborts (-6) with Ray's C++ SIGTERM dump (both seen
+    here, run by hand with the handler not put back)."""
+    ray_tmp, env = _own_ray()
+    script = _SIGTERM_IN_RAY_GET.replace("{tmp}", str(tmp_path))
+    try:
+        run = subprocess.run([sys.executable, "-c", script], env=env,
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        kill_processes_under(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert run.returncode == 43, run.stderr[-3000:]  # the KeyboardInterrupt, caught

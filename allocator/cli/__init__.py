@@ -3,7 +3,7 @@
 Each sub-command lives in its own module exposing ``register(subparsers)``; the module
 sets ``func`` on its parser. Errors a user can cause (:class:`allocator.NPASError`) are
 printed as one line on stderr and exit with status 2; Ctrl-C exits with 130 and SIGTERM
-(where a command handles it, :class:`Terminated`) with 143, the shell's 128 + signal.
+(where a command handles it with :func:`terminate`) with 143, the shell's 128 + signal.
 """
 
 from __future__ import annotations
@@ -11,16 +11,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from allocator._errors import NPASError
 
+#: Signals that interrupted this process's command (set by :func:`terminate`).
+_SIGNALLED: set[int] = set()
 
-class Terminated(KeyboardInterrupt):
-    """Raised by a command's SIGTERM handler: it unwinds as Ctrl-C does (a
-    ``KeyboardInterrupt`` also comes through Ray's blocking calls unchanged), and
-    ``npas`` exits with 143."""
+
+def terminate(signum: int, frame: object) -> None:
+    """SIGTERM handler of a long command: unwind as Ctrl-C does, with a
+    ``KeyboardInterrupt`` (the one exception Ray's blocking calls pass on, as a fresh
+    ``KeyboardInterrupt``, where its own handler's ``SystemExit`` comes out as status
+    1), remembering the signal so that ``npas`` exits with 143."""
+    _SIGNALLED.add(signum)
+    raise KeyboardInterrupt
 
 
 # Sub-command modules, in the order `npas --help` lists them.
@@ -65,10 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"npas: error: {printable(exc)}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("npas: terminated", file=sys.stderr)
-        return 143
     except KeyboardInterrupt:
+        if signal.SIGTERM in _SIGNALLED:
+            print("npas: terminated", file=sys.stderr)
+            return 143
         print("npas: interrupted", file=sys.stderr)
         return 130
 

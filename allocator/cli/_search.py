@@ -196,7 +196,9 @@ def _run(search: Any, storage: str | None) -> int:
     from allocator.search import ProgressLine
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    from allocator.cli import terminate
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         summary = search(ProgressLine(sys.stderr))
     finally:
@@ -240,12 +242,6 @@ def print_summary(summary: Any, format_rows: Any) -> None:
                                  pareto_columns(summary.pareto)))
     if summary.artifacts:
         print(f"kept weights: {summary.artifacts}")
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    from allocator.cli import Terminated
-
-    raise Terminated
 
 
 def _stem(spec: str) -> str:
