@@ -82,9 +82,9 @@ def _keep_sigterm_handler(handler: Any) -> None:
 
     Ray's driver handler raises ``SystemExit(15)``; landing inside a blocking Ray call
     (``ray.get``, ``ray.wait``), Ray's signal check turns that into ``SystemExit(1)``
-    with no message, so the exit status depended on where the signal fell. A
-    ``KeyboardInterrupt`` comes through those calls unchanged, so the handler of npas's
-    CLI (which raises one) is kept. Where the caller had none (a notebook, a script),
+    with no message (or the process aborts), so the exit status depended on where the
+    signal fell. A ``KeyboardInterrupt`` raised there is passed on (as a fresh
+    ``KeyboardInterrupt``), so the handler of npas's CLI (which raises one) is kept. Where the caller had none (a notebook, a script),
     Ray's stays."""
     if callable(handler) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
