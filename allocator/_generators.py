@@ -381,7 +381,8 @@ class GeneratedWeight(nn.Module):
             count = -(-(self.numel - self.window) // MASK_WINDOW)
             self.mask = nn.Parameter(torch.ones(count, dtype=dtype, device=device))
         if self.expand in ("repeat", "inter"):
-            sign = _signs(index, self.numel, dtype)
+            self.register_buffer("sign", _signs(index, self.numel, dtype).to(device),
+                                 persistent=False)
         if self.expand == "hash":
             self.register_buffer("hash", hash_index(index, self.numel, self.window).to(device),
                                  persistent=False)
@@ -395,8 +396,6 @@ class GeneratedWeight(nn.Module):
                 self.register_buffer(f"hi{axis}", hi.to(device), persistent=False)
                 self.register_buffer(f"frac{axis}", frac.to(device=device, dtype=dtype),
                                      persistent=False)
-        if self.expand in ("repeat", "inter"):
-            self.register_buffer("sign", sign.to(device=device, dtype=dtype), persistent=False)
 
     @property
     def group(self) -> ParameterGroup:
