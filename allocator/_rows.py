@@ -76,8 +76,9 @@ def _rows_inter(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
 def _rows_hash(gen: GeneratedWeight, w: Mixed, index: Tensor) -> Tensor:
     """``cat((w, -w))[hash]`` at the rows' positions."""
     folded = gen.hash.index_select(0, _flat_positions(gen, index)).long()
-    values = w(folded % gen.window)
-    return torch.where(folded >= gen.window, -values, values)
+    negative = folded >= gen.window
+    values = w(torch.where(negative, folded - gen.window, folded))
+    return torch.where(negative, -values, values)
 
 
 #: Row function per expansion kind: ``(generator, mixed templates at given positions,
@@ -96,7 +97,7 @@ def _mixed_at(gen: GeneratedWeight) -> Mixed:
     k = torch.arange(gen.templates, device=gen.group.theta.device)[:, None] * gen.window
 
     def at(q: Tensor) -> Tensor:
-        values = gen.group.read_at(gen.reader, (k + q).reshape(-1))
+        values = gen.group.read_at(gen.reader, q if gen.templates == 1 else (k + q).reshape(-1))
         return gen.mix(values.view(gen.templates, -1))
     return at
 
