@@ -25,6 +25,8 @@ from allocator._vocab import DOWNSAMPLE, UPSAMPLE
 
 __all__ = [
     "DOWNSAMPLE",
+    "DOWNSAMPLE_BELOW_SIZE",
+    "DOWNSAMPLE_FROM_SIZE",
     "EMB_DIM",
     "MASK_WINDOW",
     "UPSAMPLE",
@@ -96,6 +98,10 @@ def resolve_budget(budget: object, total: int) -> int:
     return int(budget)
 
 
+#: ``downsample=None``'s generator below the model's own size, and from it up.
+DOWNSAMPLE_BELOW_SIZE, DOWNSAMPLE_FROM_SIZE = "slice", "wavg"
+
+
 def downsample_for(down: str | None, count: int, total: int) -> str:
     """The downsampling generator of a budget of ``count`` parameters for a model of
     ``total``: ``down`` if given, else ``slice`` below the model's own size (measured as
@@ -107,7 +113,7 @@ def downsample_for(down: str | None, count: int, total: int) -> str:
     """
     if down is not None:
         return down
-    return "slice" if count < total else "wavg"
+    return DOWNSAMPLE_BELOW_SIZE if count < total else DOWNSAMPLE_FROM_SIZE
 
 
 def layer_generator(n: int, m: int, down: str, up: str, k_max: int) -> LayerGen:

@@ -11,6 +11,8 @@ Example:
     True
     >>> applies("templates", {"method": "ssn", "downsample": "slice"})
     False
+    >>> applies("templates", {"method": "ssn", "downsample": None})  # the default
+    True
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ _SSN = frozenset({"ssn"})
 RULES: dict[str, dict[str, frozenset[Any]]] = {
     "budget": {"method": frozenset({"ssn", "reduced_width", "hashed"})},
     "groups": {"method": _SSN, "mapping": GROUPED},
-    "templates": {"method": _SSN, "downsample": TEMPLATED},
+    # downsample None, the default, is `wavg` from the model's size up: templates count
+    "templates": {"method": _SSN, "downsample": TEMPLATED | {None}},
     "downsample": {"method": _SSN},
     "upsample": {"method": _SSN},
     "mapping": {"method": _SSN},

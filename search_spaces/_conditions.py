@@ -63,7 +63,8 @@ def build_conditions(
         else:
             raise ConfigError(
                 f"{where}: {name} only applies when {key} is one of "
-                f"{', '.join(sorted(allowed))}; add {key} to dims or fixed"
+                f"{', '.join(sorted(v for v in allowed if v is not None))}; add {key} to "
+                "dims or fixed"
             )
     dim = dims.get(name)
     for key, values in _items(dim.when) if dim is not None else ():
@@ -136,6 +137,7 @@ def check_reachable(
                 what = "dimension" if name in dims else "fixed value"
                 raise ConfigError(
                     f"{where}: {what} {name!r} never applies: it needs {key} in "
-                    f"{{{', '.join(sorted(map(str, allowed)))}}}, but {key} can only be "
+                    f"{{{', '.join(sorted('unset' if v is None else str(v) for v in allowed))}}}, "
+                    f"but {key} can only be "
                     f"{', '.join(sorted(map(str, can)))}"
                 )

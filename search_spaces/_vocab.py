@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from allocator._vocab import DOWNSAMPLE, MAPPINGS, METHODS, RULES, UPSAMPLE
+from allocator._vocab import DEFAULTS, DOWNSAMPLE, MAPPINGS, METHODS, RULES, UPSAMPLE
 
 __all__ = ["FIELDS", "FIXED_ONLY", "RULES", "Field", "check_value"]
 
@@ -74,8 +74,9 @@ FIXED_ONLY: dict[str, str] = {
     "manual_map": "a table layer name -> group, needed by mapping = manual",
 }
 
-#: Values assumed for a rule's field when the space neither searches nor pins it.
-RULE_DEFAULTS: Mapping[str, Any] = {"method": "ssn"}
+#: Values assumed for a rule's field when the space neither searches nor pins it (the
+#: trials' own defaults: downsample None is `slice` below the model's size, `wavg` up).
+RULE_DEFAULTS: Mapping[str, Any] = {"method": "ssn", "downsample": DEFAULTS["downsample"]}
 
 
 def check_value(field: Field, value: Any) -> str | None:

@@ -177,7 +177,9 @@ def test_a_yaml_file_is_read_the_same_way(tmp_path):
         ("[dims]\nupsample = ['repeat', 'bicubic']\n", "upsample choice must be one of repeat, inter, hash, mask"),
         ("[dims]\ngroups = { type = 'float', low = 1.0, high = 2.0 }\n", "give it type 'int'"),
         ("[dims]\nbudget = { low = 0.1, high = 1.0, lg = true }\n", "unknown key 'lg'"),
-        ("[dims]\ntemplates = { low = 1, high = 4 }\n", "add downsample to dims or fixed"),
+        ("[dims]\ngroups = { low = 1, high = 4 }\n", "add mapping to dims or fixed"),
+        ("[fixed]\ndownsample = 'slice'\n[dims]\ntemplates = { low = 1, high = 4 }\n",
+         "'templates' never applies: it needs downsample in {avg, emb, unset, wavg}"),
         ("[fixed]\nmapping = 'type'\n[dims]\ngroups = { low = 1, high = 4 }\n",
          "'groups' never applies"),
         ("[dims]\nmapping = ['single', 'manual']\n", "needs fixed.manual_map"),
@@ -197,6 +199,19 @@ def test_bad_space_files_raise_one_clear_config_error(tmp_path, text, message):
     assert message in str(info.value)
     assert str(info.value).startswith(f"space file {str(path)!r}")
     assert "\n" not in str(info.value)
+
+
+def test_templates_apply_under_the_default_downsampling(tmp_path):
+    """``downsample`` unset is ``wavg`` from the model's size up, where templates count:
+    a space may search them without naming a downsampling generator."""
+    import optuna
+
+    path = tmp_path / "space.toml"
+    path.write_text("[dims]\nbudget = { low = 0.5, high = 4.0 }\ntemplates = { low = 1, high = 4 }\n")
+    space = load_space(path)
+    params = space.suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask())
+    assert set(params) == {"budget", "templates"}
+    assert "downsample" not in space.to_config(params)  # the trial's own default holds
 
 
 def test_unknown_preset_or_missing_file_names_what_is_allowed(tmp_path):

@@ -125,13 +125,9 @@ def applicable(row: dict[str, Any]) -> dict[str, Any]:
     Example:
         >>> applicable({"method": "ssn", "downsample": "slice", "templates": 4})["templates"]
     """
-    from search_spaces import RULES
+    from allocator._vocab import RULES, applies
 
-    out = dict(row)
-    for name, rule in RULES.items():
-        if name in out and not all(out.get(k) in allowed for k, allowed in rule.items()):
-            out[name] = None
-    return out
+    return {k: v if k not in RULES or applies(k, row) else None for k, v in row.items()}
 
 
 def _pareto(args: argparse.Namespace) -> int:

@@ -137,9 +137,10 @@ class BudgetFloor:
     @staticmethod
     def _guess(slots: list[Any], unshared: int, assignment: list[int],
                cfg: Mapping[str, Any]) -> int:
-        from allocator._budget import downsample_for, group_cost
+        from allocator._budget import DOWNSAMPLE_BELOW_SIZE, group_cost
 
-        down = downsample_for(cfg["downsample"], 1, 2)  # below the model's size, as a floor is
+        # a least budget lies below the model's size (and `fits` checks the guess)
+        down = cfg["downsample"] or DOWNSAMPLE_BELOW_SIZE
         members: list[list[int]] = [[] for _ in range(max(assignment) + 1)]
         for slot, group in zip(slots, assignment, strict=True):
             members[group].append(slot.numel)
@@ -170,7 +171,7 @@ def check_feasible(space: SearchSpace, base: Mapping[str, Any]) -> None:
             return
         need = floor(values)
         if need is not None and need > high:
-            shown = ", ".join(f"{k}={v}" for k, v in values.items() if k in STRUCTURE)
+            shown = ", ".join(f"{k}={v}" for k, v in values.items() if k in STRUCTURE and v is not None)
             raise ConfigError(
                 f"space {space.name!r}: budget at most {high:g} is infeasible for {shown} of "
                 f"model {base['model']!r}, which needs at least {need:.4g} "
