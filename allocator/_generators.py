@@ -439,7 +439,7 @@ class GeneratedWeight(nn.Module):
             group = self.group
             assert group.emb_proj is not None and group.emb_bias is not None
             k = self.templates
-            alpha = group.emb_proj[:k] @ self.embedding + group.emb_bias[:k]
+            alpha = torch.addmv(group.emb_bias[:k], group.emb_proj[:k], self.embedding)
             return (alpha / self.scale) @ t  # K values scaled, not the weight
         # avg: the templates' sum over sqrt(K), so that K independent templates keep one
         # template's scale (their mean has 1 / sqrt(K) of it, docs/ssn.md)
