@@ -88,8 +88,8 @@ def wrap(positions: Tensor, m: int, bound: int) -> Tensor:
     ``m``, one compare and subtract below ``2 m``; only longer reads pay the integer
     division (half a millisecond for a BERT batch's embedding rows on 2 CPU cores).
 
-    >>> wrap(torch.tensor([0, 4, 5, 9]), 5, 10).tolist()
-    [0, 4, 0, 4]
+    >>> wrap(torch.tensor([0, 4, 5, 9]), 5, 10).tolist(), wrap(torch.tensor([12]), 5, 15).tolist()
+    ([0, 4, 0, 4], [2])
     """
     if bound <= m:
         return positions
