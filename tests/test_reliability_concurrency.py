@@ -201,7 +201,8 @@ def test_two_controllers_on_one_postgresql_study_share_it_and_both_finish(postgr
     first = [
         NPAS, "search", "--study", "c", "--model", "cnn1d", "--data", "mnist1d",
         "--storage", postgres_url, "--space", str(space), "--trials", str(TRIALS),
-        "--concurrency", "1", "--epochs", "30", "--data-size", "6000",
+        # trials of several seconds: the second controller joins while the first runs one
+        "--concurrency", "1", "--epochs", "15", "--data-size", "6000",
     ]
     second = [NPAS, "search", "--study", "c", "--resume", "--storage", postgres_url]
     ray_dirs = [Path(f"/tmp/npas-c-{secrets.token_hex(4)}") for _ in range(2)]  # a Ray each
