@@ -271,7 +271,7 @@ class ParameterGroup(nn.Module):
             out = theta.new_zeros(m)
             for (offset, length), g in zip(self._reads, grads, strict=True):
                 if g is not None:
-                    at = (torch.arange(length, device=theta.device) + offset) % m
+                    at = wrap(torch.arange(length, device=theta.device) + offset, m, offset + length)
                     out = out.index_add(0, at, g.reshape(-1))
             for at, g in gathered:
                 out = out.index_add(0, at, g.reshape(-1))

@@ -51,6 +51,12 @@ def check_dimension(where: str, dim: Dimension) -> None:
             raise ConfigError(f"{where}: {dim.name}.{attr} {problem}")
 
 
+def _names(values: frozenset[Any]) -> str:
+    """A rule's allowed values for a message, sorted; None (the field left unset) as
+    ``unset``."""
+    return ", ".join(sorted("unset" if v is None else str(v) for v in values))
+
+
 def build_conditions(
     where: str, name: str, entries: set[str], dims: Mapping[str, Dimension]
 ) -> dict[str, frozenset[Any]]:
@@ -63,8 +69,7 @@ def build_conditions(
         else:
             raise ConfigError(
                 f"{where}: {name} only applies when {key} is one of "
-                f"{', '.join(sorted(v for v in allowed if v is not None))}; add {key} to "
-                "dims or fixed"
+                f"{_names(allowed)}; add {key} to dims or fixed"
             )
     dim = dims.get(name)
     for key, values in _items(dim.when) if dim is not None else ():
@@ -137,7 +142,7 @@ def check_reachable(
                 what = "dimension" if name in dims else "fixed value"
                 raise ConfigError(
                     f"{where}: {what} {name!r} never applies: it needs {key} in "
-                    f"{{{', '.join(sorted('unset' if v is None else str(v) for v in allowed))}}}, "
+                    f"{{{_names(allowed)}}}, "
                     f"but {key} can only be "
                     f"{', '.join(sorted(map(str, can)))}"
                 )
