@@ -377,8 +377,8 @@ class _Search:
                 for number in running:
                     try:
                         interrupt_trial(study.study, store, number, "the search was interrupted")
-                    except Exception:  # the store itself may have failed; resume fixes it later
-                        logger.warning("could not mark trial %d as interrupted", number)
+                    except Exception as exc:  # the store may have failed; resume fixes it later
+                        logger.warning("could not mark trial %d as interrupted: %s", number, exc)
         except Exception:
             logger.warning("could not mark the trials in flight as interrupted")
         if stop is not None:
