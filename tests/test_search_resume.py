@@ -168,3 +168,33 @@ def test_recover_retries_what_ran_once_and_owes_retries_that_never_ran(tmp_path)
                 rows[done.number]["worker_pid"], rows[done.number]["host"]) == (0.5, 2.5, 7, "h")
         assert rows[ran.number]["failure_reason"] == "interrupted: stopped; queued again"
         assert rows[spent.number]["failure_reason"] == "interrupted: stopped"
+
+
+def test_a_read_left_open_by_a_signal_does_not_stop_the_trials_being_marked(tmp_path):
+    """A signal raised inside a read can leave its statement open on a pooled SQLite
+    connection, holding the read's snapshot: once another connection writes, that
+    connection's next write fails at once (SQLITE_BUSY_SNAPSHOT). ``reconnect`` (which
+    the controller calls before marking the trials in flight) lets it go."""
+    from allocator.search._recovery import interrupt_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with StudyStore(f"sqlite:///{tmp_path / 'npas.db'}") as store:
+        store.initialise()
+        study = optuna.create_study(storage=store.optuna_storage, study_name="s")
+        running = [study.ask().number for _ in range(3)]
+
+        def leave_a_read_open() -> sqlite3.Cursor:
+            conn = store.optuna_storage.engine.raw_connection()
+            cursor = conn.driver_connection.execute("SELECT trial_id FROM trials")
+            cursor.fetchone()  # the statement stays open, its snapshot with it
+            conn.close()  # back to the pool, as the interrupted call's session did
+            study.set_user_attr("written", len(running))  # another connection writes
+            return cursor
+
+        held = leave_a_read_open()
+        with pytest.raises(optuna.exceptions.StorageInternalError, match="commit"):
+            interrupt_trial(study, store, running[0], "stopped")  # the failure it fixes
+        store.reconnect()
+        assert interrupt_trial(study, store, running[1], "stopped")
+        assert study.get_trials()[running[1]].user_attrs["npas_interrupted"] is True
+        del held

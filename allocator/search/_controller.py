@@ -369,6 +369,7 @@ class _Search:
                    running: list[int], stop: Callable[[], None] | None = None) -> None:
         """Ctrl-C or an error: fail the trials in flight and queue them again (once);
         ``stop`` the engine."""
+        store.reconnect()  # the signal may have left a read open on a pooled connection
         lease: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if running:  # so that no other controller counts the study meanwhile
             lease = me.lease(timeout_s=5, retry=False)

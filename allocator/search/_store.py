@@ -98,10 +98,21 @@ class StudyStore:
 
     def close(self) -> None:
         """Release every connection (the store can be opened again later)."""
+        self.reconnect()
+        self._optuna = None
+
+    def reconnect(self) -> None:
+        """Let every pooled connection go; the next call opens a new one.
+
+        A signal raised inside a read (SIGTERM or Ctrl-C in the middle of a query) can
+        leave the read's statement open on a pooled SQLite connection, and with it the
+        read's snapshot: that connection's next write fails at once with
+        ``SQLITE_BUSY_SNAPSHOT`` ("database is locked") once anyone else has written.
+        What a search writes after an interrupt goes through new connections.
+        """
         if self._optuna is not None:
             self._optuna.remove_session()
             self._optuna.engine.dispose()
-            self._optuna = None
         self._engine.dispose()
 
     @property
