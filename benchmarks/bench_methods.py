@@ -72,6 +72,10 @@ def ssn_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.ssn == "single":  # one group, the generators given
         return {"method": "ssn", "mapping": "single", "downsample": args.downsample,
                 "upsample": args.upsample}
+    if args.ssn in ("type", "roundrobin"):  # a fixed mapping, the generators given
+        grouped = {"groups": args.groups} if args.ssn == "roundrobin" else {}
+        return {"method": "ssn", "mapping": args.ssn, **grouped,
+                "downsample": args.downsample, "upsample": args.upsample}
     return {"method": "ssn", "mapping": "learned", "groups": args.groups,
             "pretrain_epochs": args.pretrain_epochs, "downsample": args.downsample,
             "upsample": args.upsample}
@@ -224,9 +228,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--data-epochs", nargs="*", default=[], metavar="DATA=EPOCHS",
                         help="epochs for one data set, e.g. digits=10")
-    parser.add_argument("--ssn", choices=["defaults", "single", "learned"], default="defaults",
+    parser.add_argument("--ssn", choices=["defaults", "single", "type", "roundrobin", "learned"],
+                        default="defaults",
                         help="defaults: shapeshift's own settings; single: one group with "
-                             "--downsample and --upsample; learned: the options below")
+                             "--downsample and --upsample; type: a group per layer kind and "
+                             "shape, roundrobin: --groups groups, each with those generators; "
+                             "learned: the options below")
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--downsample", default="emb")
