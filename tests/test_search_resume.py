@@ -198,3 +198,59 @@ def test_a_read_left_open_by_a_signal_does_not_stop_the_trials_being_marked(tmp_
         assert interrupt_trial(study, store, running[1], "stopped")
         assert study.get_trials()[running[1]].user_attrs["npas_interrupted"] is True
         del held
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_pool_search_stopped_by_a_signal_marks_its_trials_and_resumes_to_the_requested_trials(
+        tmp_path, sig):
+    """Ctrl-C or SIGTERM on the actor pool: exit 130 / 143, the trials in flight failed as
+    interrupted at once (none left running) and queued again once; ``--resume`` ends
+    with exactly ``--trials`` counted trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    db = tmp_path / "npas.db"
+    url = f"sqlite:///{db}"
+    ray_tmp = Path(f"/tmp/npas-s-{secrets.token_hex(4)}")
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO)}
+    command = [
+        NPAS, "search", "--study", "p", "--model", "cnn1d", "--data", "mnist1d",
+        "--storage", url, "--space", "lowbudget", "--trials", "4", "--concurrency", "2",
+        "--epochs", "2", "--data-size", "1500", "--max-steps-per-epoch", "25",
+    ]
+    try:
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while "complete" not in _states(db) or "running" not in _states(db):
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the first run never got a trial done"
+            time.sleep(0.05)
+        first.send_signal(sig)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == (130 if sig == signal.SIGINT else 143), err[-3000:]
+        assert ("npas: interrupted" if sig == signal.SIGINT else "npas: terminated") in err
+        assert "could not mark" not in err, err[-3000:]
+        with StudyStore(url, must_exist=True) as store:
+            trials = store.load_study("p").get_trials()
+        interrupted = [t for t in trials if t.user_attrs.get("npas_interrupted")]
+        assert interrupted and not [t for t in trials if t.state.name == "RUNNING"], err[-3000:]
+        assert all(t.state.name == "FAIL" for t in interrupted)
+
+        resumed = subprocess.run([NPAS, "search", "--study", "p", "--resume", "--storage", url],
+                                 env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finally:
+        kill_processes_under(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with StudyStore(url, must_exist=True) as store:
+        trials = store.load_study("p").get_trials()
+        rows = {r["trial_number"]: r for r in store.results("p")}
+    counted = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("npas_interrupted")]
+    assert len(counted) == 4 and not [t for t in trials if not t.state.is_finished()]
+    for t in interrupted:  # each that reached a worker ran again once, with its params
+        retries = [r for r in trials if r.user_attrs.get("npas_retry_of") == t.number]
+        assert len(retries) == (1 if "npas_config" in t.user_attrs else 0)
+        assert all(r.params == t.params for r in retries)
+        if t.number in rows:
+            assert rows[t.number]["state"] == "failed"
+            assert "interrupted" in rows[t.number]["failure_reason"]

@@ -12,7 +12,6 @@ reaches the store as it happens, and when it ends the
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import time
@@ -36,7 +35,7 @@ from allocator.search._pool import WorkerPool
 from allocator.search._progress import SearchStatus
 from allocator.search._query import pareto_front
 from allocator.search._recorder import ATTR_RETRY_OF, Finished, Recorder, Tally
-from allocator.search._recovery import interrupt_trial
+from allocator.search._recovery import interrupt_trial, orphans
 from allocator.search._retry import DatabaseRetry
 from allocator.search._settings import SearchSettings, runs_npas_trials
 from allocator.search._sharing import Controller
@@ -232,7 +231,7 @@ class _Search:
                             grid=space.grid() if self.s.sampler == "grid" else None,
                             seed=self.s.seed)
         self.launches = launches
-        loop_start = time.monotonic()
+        loop_start, started_at = time.monotonic(), datetime.datetime.now()
         try:
             if self.resume:
                 launches.recover()
@@ -254,7 +253,8 @@ class _Search:
                 for run in launcher.wait(_TICK_S):
                     self._finish(recorder, study, run)
         except BaseException:
-            self._interrupt(store, study, me, launcher.running, launcher.stop)
+            self._interrupt(store, study, me, launcher.running, since=started_at,
+                            stop=launcher.stop)
             raise
         self.loop_s = time.monotonic() - loop_start
         self.tally.reset(study.trials())
@@ -299,8 +299,7 @@ class _Search:
                          folder=folder, on_finished=finished, tick=tick, controller=me.id,
                          restore=restore)
         except BaseException:  # SIGTERM (a KeyboardInterrupt here) or an error
-            self._interrupt(store, study, me, tr.orphans(study, me, hooks.searcher.in_flight,
-                                                     since=started_at))
+            self._interrupt(store, study, me, hooks.searcher.in_flight, since=started_at)
             raise
         if hooks.searcher.in_flight:  # Tune's SIGINT handler stopped it, its state saved
             tr.mark_for_restore(study, tr.experiment_dir(folder, self.s.study),
@@ -366,22 +365,23 @@ class _Search:
             self.last = f"trial {run.number} {status}" + (f": {reason}" if reason else "")
 
     def _interrupt(self, store: StudyStore, study: OptunaStudy, me: Controller,
-                   running: list[int], stop: Callable[[], None] | None = None) -> None:
-        """Ctrl-C or an error: fail the trials in flight and queue them again (once);
-        ``stop`` the engine."""
+                   in_flight: list[int], *, since: datetime.datetime,
+                   stop: Callable[[], None] | None = None) -> None:
+        """Ctrl-C or an error: fail this controller's trials in flight, and those it asked
+        Optuna for since ``since`` and never launched or recorded, and queue them again
+        (once); ``stop`` the engine."""
         store.reconnect()  # the signal may have left a read open on a pooled connection
-        lease: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if running:  # so that no other controller counts the study meanwhile
-            lease = me.lease(timeout_s=5, retry=False)
-        try:
-            with lease:
-                for number in running:
+        try:  # under the lease, so that no other controller counts the study meanwhile
+            with me.lease(timeout_s=5, retry=False):
+                left = orphans(study.study.get_trials(deepcopy=False), me.id, in_flight,
+                               since=since)
+                for number in left:
                     try:
                         interrupt_trial(study.study, store, number, "the search was interrupted")
                     except Exception as exc:  # the store may have failed; resume fixes it later
                         logger.warning("could not mark trial %d as interrupted: %s", number, exc)
-        except Exception:
-            logger.warning("could not mark the trials in flight as interrupted")
+        except Exception as exc:
+            logger.warning("could not mark the trials in flight as interrupted: %s", exc)
         if stop is not None:
             stop()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from allocator.search._sharing import ATTR_CONTROLLER
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-__all__ = ["counted", "interrupt_trial", "recover", "repair_rows", "trial_id"]
+__all__ = ["counted", "interrupt_trial", "orphans", "recover", "repair_rows", "trial_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,33 @@ def _engine(study: optuna.Study) -> str | None:
 
 def _utc(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+def orphans(trials: Sequence[FrozenTrial], controller: str, in_flight: Collection[int], *,
+            since: dt.datetime) -> list[int]:
+    """The trials a stopped controller leaves behind: those it had in flight, and those
+    it asked Optuna for since ``since`` that are still running and its own or nobody's
+    yet (a signal between asking and launching, or between a run's end and its record,
+    leaves a trial that no engine lists as in flight).
+
+    Example:
+        >>> from optuna.trial import TrialState, create_trial
+        >>> t = create_trial(state=TrialState.RUNNING, user_attrs={ATTR_CONTROLLER: "me"})
+        >>> t.number, t.datetime_start = 3, dt.datetime(2026, 1, 2)
+        >>> orphans([t], "me", [5], since=dt.datetime(2026, 1, 1))
+        [3, 5]
+        >>> orphans([t], "other", [], since=dt.datetime(2026, 1, 1))
+        []
+    """
+    from optuna.trial import TrialState
+
+    asked = [
+        t.number for t in trials
+        if t.state == TrialState.RUNNING
+        and t.user_attrs.get(ATTR_CONTROLLER, controller) == controller
+        and t.datetime_start is not None and t.datetime_start >= since
+    ]
+    return sorted(set(in_flight) | set(asked))
 
 
 def interrupt_trial(study: optuna.Study, store: StudyStore, number: int, reason: str) -> bool:

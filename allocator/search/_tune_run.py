@@ -14,7 +14,6 @@ failed as interrupted and queued again once, as on the pool.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import re
@@ -30,7 +29,7 @@ from allocator.search._optuna_study import OptunaStudy
 from allocator.search._recorder import Finished
 from allocator.search._sharing import ATTR_CONTROLLER, Controller
 
-__all__ = ["ATTR_RESTORE", "mark_for_restore", "orphans", "restorable", "run_dir", "run_tune"]
+__all__ = ["ATTR_RESTORE", "mark_for_restore", "restorable", "run_dir", "run_tune"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +50,14 @@ def experiment_dir(folder: str, study: str) -> str:
     return str(Path(folder) / re.sub(r"[^A-Za-z0-9._-]", "_", study))
 
 
-def mark_for_restore(study: Any, path: str, numbers: list[int], trials: int) -> None:
+def mark_for_restore(study: OptunaStudy, path: str, numbers: list[int], trials: int) -> None:
     """Tune stopped on SIGINT with ``numbers`` in flight: leave them to ``--resume``."""
     study.call(lambda: study.study.set_user_attr(
         ATTR_RESTORE, {"path": path, "trials": list(numbers), "target": trials}),
         "record the interrupted Tune run")
 
 
-def restorable(study: Any, me: Any, trials: int) -> str | None:
+def restorable(study: OptunaStudy, me: Controller, trials: int) -> str | None:
     """On ``--resume``: the folder of the interrupted Tune run to continue, its trials in
     flight taken over by controller ``me`` (so recovery leaves them to Tune); ``None``
     where Tune's restore does not fit (then recovery fails and queues them again)."""
@@ -148,19 +147,3 @@ def _trainable(runner: str) -> Any:
     from allocator.search._launch_tune import tune_trainable
 
     return tune_trainable(runner)
-
-
-def orphans(study: OptunaStudy, me: Controller, in_flight: list[int], *,
-            since: datetime.datetime) -> list[int]:
-    """The trials an interrupted Tune run leaves behind: those in flight, and those its
-    searcher asked Optuna for (RUNNING, this run's or nobody's yet, asked since it
-    began) that Tune never started or the searcher had not yet claimed."""
-    from optuna.trial import TrialState
-
-    asked = [
-        t.number for t in study.trials()
-        if t.state == TrialState.RUNNING
-        and t.user_attrs.get(ATTR_CONTROLLER, me.id) == me.id
-        and t.datetime_start is not None and t.datetime_start >= since
-    ]
-    return sorted(set(in_flight) | set(asked))
