@@ -11,6 +11,8 @@ inference.
     python benchmarks/bench_step.py --models transformer-4x256 --steps 10
     python benchmarks/bench_step.py --models bert-2x64 gpt2-2x64 --budgets 0.1 4.0 \
         --threads 1 --clock cpu                      # on a busy machine
+    python benchmarks/bench_step.py --table benchmarks/results/step.json \
+        benchmarks/results/step_small.json           # README's table, nothing run
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ ZOO = {
     "wrn-16-4": ((3, 32, 32), 64),
     "transformer-4x256": ((64, 128), 32),
 }
-# transformers' models built from their configs (default vocabularies): batch 16 x 128 tokens.
-HF = ("bert-2x64", "gpt2-2x64")
+# transformers' models built from their configs (default vocabularies), LAYERSxHIDDEN, at
+# both ends of the issue's range (hidden 64-128, 2-4 layers): batch 16 x 128 tokens.
+HF = ("bert-2x64", "gpt2-2x64", "bert-4x128", "gpt2-4x128")
 MODELS = (*ZOO, *HF)
 TOKENS = (16, 128)
 
@@ -62,13 +65,16 @@ def _build(spec: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         return build_model(spec, input_shape=shape, num_classes=10), x, torch.randint(0, 10, (batch,))
     import transformers
 
-    if spec == "bert-2x64":
+    kind, _, size = spec.partition("-")
+    layers, hidden = (int(v) for v in size.split("x"))
+    heads = hidden // 32
+    if kind == "bert":
         model: nn.Module = transformers.BertForSequenceClassification(transformers.BertConfig(
-            hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
-            num_labels=10))
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+            intermediate_size=4 * hidden, num_labels=10))
     else:
         model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
-            n_embd=64, n_layer=2, n_head=2, num_labels=10, pad_token_id=0))
+            n_embd=hidden, n_layer=layers, n_head=heads, num_labels=10, pad_token_id=0))
     x = torch.randint(1, 1000, TOKENS)
     return model, x, torch.randint(0, 10, (TOKENS[0],))
 
@@ -177,6 +183,32 @@ def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Ite
         yield row
 
 
+COLUMNS = ("model", "budget", "trained params (defaults)", "plain step", "defaults",
+           *(k for k in SETTINGS if k != "defaults"), "materialised",
+           "SGD update, plain / defaults", "defaults, step without the update",
+           "the update's floor (defaults)", "inference, defaults / materialised")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """README's table: one line per model and budget of one or more result files."""
+    def x(v: float | None) -> str:
+        return "" if v is None else f"{v:.3f}x"
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
+    for r in rows:
+        ratio, upd = r["step_ratio"], r["update_s"]
+        cells = [r["model"], f"{r['budget']:g}", f"{r['params_ssn']['defaults']:,}",
+                 f"{r['step_s']['plain'] * 1e3:.0f} ms", x(ratio["defaults"]),
+                 *(x(ratio.get(k)) for k in SETTINGS if k != "defaults"),
+                 x(ratio["materialized"]),
+                 f"{upd['plain'] * 1e3:.1f} / {upd['defaults'] * 1e3:.1f} ms",
+                 x(r["step_ratio_without_update"]["defaults"]),
+                 x(r["step_ratio_update_floor"]["defaults"]),
+                 f"{x(r['infer_ratio']['defaults'])} / {x(r['infer_ratio']['materialized'])}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -187,7 +219,12 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or the process's CPU time (less disturbed by load)")
     parser.add_argument("--out", type=Path, default=RESULTS / "step.json")
+    parser.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                        help="print README's table from these result files, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(markdown([row for path in args.table for row in json.loads(path.read_text())["rows"]]))
+        return
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
@@ -195,7 +232,7 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/bench_step.py " + " ".join(
             f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k != "out"
+            for k, v in vars(args).items() if k not in ("out", "table")
         ),
         "torch": torch.__version__,
         "threads": args.threads,
