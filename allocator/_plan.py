@@ -14,9 +14,10 @@ from typing import Any
 
 from allocator._budget import (
     EMB_DIM,
+    MASK_WINDOW,
     GroupChoice,
     LayerGen,
-    group_cost,
+    group_floor,
     layer_generator,
     split_budget,
 )
@@ -193,7 +194,7 @@ def _place(slots: Sequence[Slot], assignment: Sequence[int], sizes: Sequence[int
 
 
 def _minimum(unshared: int, groups: Sequence[Sequence[int]], down: str, up: str, k: int) -> int:
-    return unshared + sum(group_cost(1, g, down, up, k) for g in groups)
+    return unshared + sum(group_floor(g, down, up, k) for g in groups)
 
 
 def make_plan(
@@ -222,7 +223,8 @@ def make_plan(
         need = _minimum(unshared, members, downsample, upsample, templates)
         raise BudgetError(
             f"budget {budget:,} is below the minimum {need:,} that this configuration needs "
-            f"({unshared:,} unshared parameters plus at least one per group and the "
+            f"({unshared:,} unshared parameters plus at least one value per group, "
+            f"{MASK_WINDOW} with mask, and the "
             f"generators' own); raise the budget, use fewer groups or another upsample "
             f"generator than {upsample!r}{largest_unshared(unshared_weights)}"
         )

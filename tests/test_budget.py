@@ -16,8 +16,10 @@ from allocator._budget import (
     UPSAMPLE,
     group_capacity,
     group_cost,
+    group_floor,
     layer_generator,
     resolve_budget,
+    smallest_group,
     split_budget,
 )
 from allocator._layers import Slot
@@ -52,7 +54,7 @@ config = st.fixed_dictionaries(
 
 
 def _limits(members: list[list[int]], unshared: int, down: str, up: str, k: int) -> tuple[int, int]:
-    low = unshared + sum(group_cost(1, g, down, up, k) for g in members)
+    low = unshared + sum(group_floor(g, down, up, k) for g in members)
     high = unshared + sum(group_cost(group_capacity(g, down, k), g, down, up, k) for g in members)
     return low, high
 
@@ -80,7 +82,9 @@ def test_budget_is_never_exceeded_and_nearly_all_used(cfg: dict) -> None:
     assert plan.trainable >= 0.995 * min(budget, one_window)
     if budget >= high:
         assert plan.trainable >= 0.995 * high
-    assert all(g.size >= 1 for g in plan.groups)
+    # every group holds at least one value, and with `mask` a mask window's worth
+    assert all(g.size >= smallest_group(sizes, cfg["up"]) >= 1
+               for g, sizes in zip(plan.groups, members, strict=True))
 
 
 @settings(max_examples=200, deadline=None)

@@ -137,7 +137,7 @@ class BudgetFloor:
     @staticmethod
     def _guess(slots: list[Any], unshared: int, assignment: list[int],
                cfg: Mapping[str, Any]) -> int:
-        from allocator._budget import DOWNSAMPLE_BELOW_SIZE, group_cost
+        from allocator._budget import DOWNSAMPLE_BELOW_SIZE, group_floor
 
         # a least budget lies below the model's size (and `fits` checks the guess)
         down = cfg["downsample"] or DOWNSAMPLE_BELOW_SIZE
@@ -145,7 +145,7 @@ class BudgetFloor:
         for slot, group in zip(slots, assignment, strict=True):
             members[group].append(slot.numel)
         return unshared + sum(
-            group_cost(1, g, down, cfg["upsample"], int(cfg["templates"]))
+            group_floor(g, down, cfg["upsample"], int(cfg["templates"]))
             for g in members
         )
 
