@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ def cluster_layers(features: np.ndarray, count: int, seed: int) -> list[int]:
     [0, 0, 1, 1]
     """
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     n = features.shape[0]
     if count == 1:
@@ -44,10 +46,13 @@ def cluster_layers(features: np.ndarray, count: int, seed: int) -> list[int]:
         return list(range(n))
     scaled = features - features.mean(axis=0)
     scaled /= np.linalg.norm(scaled, axis=1, keepdims=True).clip(1e-12)
-    km = KMeans(n_clusters=count, n_init=10, random_state=seed).fit(scaled)
+    # k-means can leave a cluster empty when rows coincide (sklearn warns, ConvergenceWarning):
+    # give each empty cluster the layer farthest from its own centre, taken from a cluster
+    # that has more than one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km = KMeans(n_clusters=count, n_init=10, random_state=seed).fit(scaled)
     labels = km.labels_.copy()
-    # k-means can leave a cluster empty when rows coincide: give each empty cluster the
-    # layer farthest from its own centre, taken from a cluster that has more than one.
     for empty in sorted(set(range(count)) - set(labels.tolist())):
         dist = np.linalg.norm(scaled - km.cluster_centers_[labels], axis=1)
         sizes = np.bincount(labels, minlength=count)

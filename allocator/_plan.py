@@ -223,8 +223,8 @@ def make_plan(
         need = _minimum(unshared, members, downsample, upsample, templates)
         raise BudgetError(
             f"budget {budget:,} is below the minimum {need:,} that this configuration needs "
-            f"({unshared:,} unshared parameters plus at least one value per group, "
-            f"{MASK_WINDOW} with mask, and the "
+            f"({unshared:,} unshared parameters plus at least "
+            f"{f'{MASK_WINDOW} values' if upsample == 'mask' else 'one value'} per group and the "
             f"generators' own); raise the budget, use fewer groups or another upsample "
             f"generator than {upsample!r}{largest_unshared(unshared_weights)}"
         )

@@ -85,7 +85,10 @@ def test_learned_mapping_trains_through_a_user_step() -> None:
     assert sorted({r["group"] for r in ssn.allocation().rows()}) == [0, 1]
 
 
+@pytest.mark.filterwarnings("error")
 def test_cluster_layers_fills_empty_clusters() -> None:
+    """Coinciding rows leave k-means clusters empty; each gets a layer, without sklearn's
+    warning about it reaching the user."""
     same = np.ones((6, 4))
     labels = cluster_layers(same, 3, 0)
     assert sorted(set(labels)) == [0, 1, 2]

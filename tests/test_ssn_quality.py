@@ -111,7 +111,7 @@ def test_mask_groups_hold_a_mask_window_and_train_where_smaller_ones_stayed_at_c
     config = {"model": "cnn1d", "data": "mnist1d", "method": "ssn", "mapping": "roundrobin",
               "groups": 3, "templates": 1, "downsample": "avg", "upsample": "mask",
               "epochs": 40, "lr": 0.05, "batch_size": 64, "seed": 0, "threads": 1}
-    with pytest.raises(allocator.BudgetError, match=r"below the minimum 679 .* 9 with mask"):
+    with pytest.raises(allocator.BudgetError, match=r"below the minimum 679 .* at least 9 values per group"):
         trials.run({**config, "budget": 667})
     result = trials.run({**config, "budget": 679})
     assert result.params_by_kind["groups"] == 3 * 9
