@@ -124,7 +124,8 @@ def _interleaved(fns: dict[str, Callable[[], tuple[float, float]]], steps: int,
             {k: statistics.median(p for _, p in v) for k, v in times.items()})
 
 
-def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Iterator[dict]:
+def bench_model(spec: str, budgets: list[float], steps: int, warmup: int, *,
+                fused: bool = False) -> Iterator[dict]:
     """Per budget: the plain model, the SSN in every setting and the materialised
     default SSN, trained step by step in turn; then inference of plain, SSN, materialised."""
     for budget in budgets:
@@ -138,7 +139,8 @@ def bench_model(spec: str, budgets: list[float], steps: int, warmup: int) -> Ite
         models["materialized"] = allocator.materialize(models["defaults"])
         for m in models.values():
             m.train()
-        opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
+        opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, fused=fused or None)
+                for k, m in models.items()}
         train, update = _interleaved(
             {k: (lambda m=m, o=opts[k], x=x, y=y: _step(m, o, x, y)) for k, m in models.items()},
             steps, warmup,
@@ -219,6 +221,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or the process's CPU time (less disturbed by load)")
     parser.add_argument("--out", type=Path, default=RESULTS / "step.json")
+    parser.add_argument("--fused", action="store_true",
+                        help="torch's fused SGD (one pass per tensor) for every model, "
+                             "instead of its default, tensor by tensor on the CPU")
     parser.add_argument("--table", type=Path, nargs="+", metavar="JSON",
                         help="print README's table from these result files, run nothing")
     args = parser.parse_args()
@@ -232,8 +237,8 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/bench_step.py " + " ".join(
             f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in ("out", "table")
-        ),
+            for k, v in vars(args).items() if k not in ("out", "table", "fused")
+        ) + (" --fused" if args.fused else ""),
         "torch": torch.__version__,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
@@ -244,7 +249,7 @@ def main() -> None:
     }
     rows: list[dict] = []
     for spec in args.models:
-        for row in bench_model(spec, args.budgets, args.steps, args.warmup):
+        for row in bench_model(spec, args.budgets, args.steps, args.warmup, fused=args.fused):
             rows.append(row)  # written after every row: a cut-short run keeps its figures
             args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
