@@ -32,6 +32,7 @@ __all__ = [
     "largest_unshared",
     "make_plan",
     "make_pretrain_plan",
+    "minimum_budget",
 ]
 
 #: 2: upsampling layers read from their own offsets, and `repeat`/`inter` carry fixed
@@ -193,8 +194,20 @@ def _place(slots: Sequence[Slot], assignment: Sequence[int], sizes: Sequence[int
     return offsets
 
 
-def _minimum(unshared: int, groups: Sequence[Sequence[int]], down: str, up: str, k: int) -> int:
-    return unshared + sum(group_floor(g, down, up, k) for g in groups)
+def _members(slots: Sequence[Slot], assignment: Sequence[int]) -> list[list[int]]:
+    """Each group's layer sizes."""
+    members: list[list[int]] = [[] for _ in range(max(assignment) + 1)]
+    for slot, group in zip(slots, assignment, strict=True):
+        members[group].append(slot.numel)
+    return members
+
+
+def minimum_budget(slots: Sequence[Slot], unshared: int, assignment: Sequence[int], *,
+                   downsample: str, upsample: str, templates: int) -> int:
+    """The least budget :func:`make_plan` accepts for this configuration: the unshared
+    parameters and every group's :func:`allocator._budget.group_floor`."""
+    return unshared + sum(group_floor(g, downsample, upsample, templates)
+                          for g in _members(slots, assignment))
 
 
 def make_plan(
@@ -214,13 +227,11 @@ def make_plan(
 
     ``unshared_weights`` (from :func:`allocator._layers.inventory`) travel with the plan
     and name the largest of them when the budget is too small."""
-    count = max(assignment) + 1
-    members: list[list[int]] = [[] for _ in range(count)]
-    for slot, group in zip(slots, assignment, strict=True):
-        members[group].append(slot.numel)
-    choices = split_budget(budget - unshared, members, downsample, upsample, templates)
+    choices = split_budget(budget - unshared, _members(slots, assignment), downsample,
+                           upsample, templates)
     if choices is None:
-        need = _minimum(unshared, members, downsample, upsample, templates)
+        need = minimum_budget(slots, unshared, assignment, downsample=downsample,
+                              upsample=upsample, templates=templates)
         raise BudgetError(
             f"budget {budget:,} is below the minimum {need:,} that this configuration needs "
             f"({unshared:,} unshared parameters plus at least "

@@ -236,9 +236,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": "python benchmarks/bench_step.py " + " ".join(
-            f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in ("out", "table", "fused")
-        ) + (" --fused" if args.fused else ""),
+            f"--{k}" if v is True else f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k not in ("out", "table") and v is not False
+        ),
         "torch": torch.__version__,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),

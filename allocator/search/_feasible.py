@@ -137,17 +137,13 @@ class BudgetFloor:
     @staticmethod
     def _guess(slots: list[Any], unshared: int, assignment: list[int],
                cfg: Mapping[str, Any]) -> int:
-        from allocator._budget import DOWNSAMPLE_BELOW_SIZE, group_floor
+        from allocator._budget import DOWNSAMPLE_BELOW_SIZE
+        from allocator._plan import minimum_budget
 
         # a least budget lies below the model's size (and `fits` checks the guess)
-        down = cfg["downsample"] or DOWNSAMPLE_BELOW_SIZE
-        members: list[list[int]] = [[] for _ in range(max(assignment) + 1)]
-        for slot, group in zip(slots, assignment, strict=True):
-            members[group].append(slot.numel)
-        return unshared + sum(
-            group_floor(g, down, cfg["upsample"], int(cfg["templates"]))
-            for g in members
-        )
+        return minimum_budget(slots, unshared, assignment,
+                              downsample=cfg["downsample"] or DOWNSAMPLE_BELOW_SIZE,
+                              upsample=cfg["upsample"], templates=int(cfg["templates"]))
 
 
 def budget_floor(space: SearchSpace, base: Mapping[str, Any]) -> BudgetFloor | None:
