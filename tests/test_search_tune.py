@@ -144,10 +144,12 @@ def test_a_tune_search_interrupted_by_a_signal_resumes_to_the_requested_trials(t
     db = tmp_path / "npas.db"
     url = f"sqlite:///{db}"
     ray_tmp, env = _own_ray()
+    # 10 epochs: trials long enough that the signal lands while some run (the pool's twin
+    # test, at 2 epochs, saw a fast machine finish all 4 right after the first and exit 0)
     command = [
         NPAS, "search", "--study", "i", "--model", "cnn1d", "--data", "mnist1d",
         "--storage", url, "--space", "lowbudget", "--trials", "4", "--concurrency", "2",
-        "--epochs", "3", "--data-size", "1500", "--max-steps-per-epoch", "25",
+        "--epochs", "10", "--data-size", "1500", "--max-steps-per-epoch", "25",
         "--engine", "tune",
     ]
     try:
