@@ -212,12 +212,13 @@ def test_a_pool_search_stopped_by_a_signal_marks_its_trials_and_resumes_to_the_r
     url = f"sqlite:///{db}"
     ray_tmp = Path(f"/tmp/npas-s-{secrets.token_hex(4)}")
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(REPO)}
-    # 10 epochs: trials long enough that the signal lands while some run (at 2-3 epochs, a
-    # fast machine finished all 4 within the poll interval after the first, and exited 0)
+    # 40 epochs (about 2 s a trial on a fast machine): long enough that the signal lands
+    # while trials run. At 2 and at 10 epochs a fast machine, loaded by the rest of the
+    # suite, finished all 4 trials before the signal came, and the search exited 0.
     command = [
         NPAS, "search", "--study", "p", "--model", "cnn1d", "--data", "mnist1d",
         "--storage", url, "--space", "lowbudget", "--trials", "4", "--concurrency", "2",
-        "--epochs", "10", "--data-size", "1500", "--max-steps-per-epoch", "25",
+        "--epochs", "40", "--data-size", "1500", "--max-steps-per-epoch", "25",
     ]
     try:
         first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
